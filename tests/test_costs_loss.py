@@ -1,0 +1,69 @@
+""" MACs accounting and the FLOPs regulariser, checked against independent computations."""
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+import timm
+
+from timm_drnet import CostTable, DRNetLoss, FlopsLoss, count_macs
+
+
+def test_resnet50_gmacs_match_paper_figures():
+    model = timm.create_model('drnet_resnet50')
+    table = model.cost_table((3, 224, 224))
+    assert [round(c, 2) for c in table.backbone] == [4.09, 2.50, 1.08]
+    assert round(table.predictor, 2) == 0.29  # the paper's "about 300 MFLOPs" predictor
+    assert model.cost_table((3, 224, 224)) is table  # cached per input size
+    assert model.cost_table((3, 256, 256)).backbone[0] > table.backbone[0]
+
+
+def test_count_macs_matches_flop_counter_on_plain_model():
+    model = timm.create_model('resnet18').eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.randn(1, 3, 112, 112))
+    assert count_macs(model, (3, 112, 112)) == counter.get_total_flops() // 2
+    model.train()
+    mean = model.bn1.running_mean.clone()
+    count_macs(model, (3, 112, 112))
+    assert model.training and torch.equal(model.bn1.running_mean, mean)  # no stat update, mode restored
+
+
+def test_cost_table_per_image_includes_predictor():
+    table = CostTable((3, 224, 224), (4.0, 2.5, 1.0), 0.3)
+    torch.testing.assert_close(table.per_image(torch.tensor([0, 2, 1])), torch.tensor([4.3, 1.3, 2.8]))
+    assert CostTable.from_dict(table.to_dict()) == table
+
+
+def test_flops_loss_against_hand_computation():
+    costs = [4.0, 2.5, 1.0]
+    hard = torch.tensor([[1., 0., 0.], [0., 0., 1.], [0., 1., 0.], [1., 0., 0.]])
+    # E[F] = (4 + 1 + 2.5 + 4) / 4 = 2.875; (2.875 - 2.0) / (4 - 1) = 0.291666...
+    loss = FlopsLoss(alpha=2.0, eta=0.5)(hard, costs)
+    assert loss.item() == pytest.approx(0.5 * 0.875 / 3.0)
+    assert FlopsLoss(alpha=3.0, eta=0.5)(hard, costs).item() == 0.  # under budget: no penalty
+
+
+def test_flops_loss_gradient_reaches_soft_selection():
+    logits = torch.zeros(2, 3, requires_grad=True)
+    soft = logits.softmax(-1)
+    hard = torch.nn.functional.one_hot(torch.tensor([0, 0]), 3).float() + soft - soft.detach()
+    FlopsLoss(alpha=1.0, eta=1.0)(hard, [4.0, 2.5, 1.0]).backward()
+    # d/dlogits pushes probability away from the expensive candidate
+    assert logits.grad[:, 0].gt(0).all() and logits.grad[:, 2].lt(0).all()
+
+
+def test_drnet_loss_sums_parts():
+    logits = torch.randn(4, 5)
+    target = torch.tensor([0, 1, 2, 3])
+    hard = torch.eye(3)[[0, 0, 1, 2]]
+    parts = DRNetLoss(alpha=1.5, eta=2.0)(logits, target, hard, [4.0, 2.5, 1.0])
+    ce = torch.nn.functional.cross_entropy(logits, target)
+    assert parts.ce.item() == pytest.approx(ce.item())
+    assert parts.flops.item() == pytest.approx(2.0 * (2.875 - 1.5) / 3.0)
+    assert parts.total.item() == pytest.approx(ce.item() + parts.flops.item())
+
+
+def test_flops_loss_errors():
+    with pytest.raises(ValueError, match='does not match'):
+        FlopsLoss(1.0)(torch.ones(2, 2), [1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match='eta'):
+        FlopsLoss(1.0, eta=-1)

@@ -1,0 +1,250 @@
+""" The DRNet module: routing, batch split / scatter, gradients, fixed-resolution path, timm API."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+import torch.nn.functional as F
+import timm
+from timm.layers import convert_sync_batchnorm
+
+from timm_drnet import DRNet, ResolutionBatchNorm, create_drnet, select_resolution_bn
+
+SIZE = 96
+SIZES = [96, 72, 48]
+
+
+def tiny(backbone='resnet18', **kwargs) -> DRNet:
+    kwargs.setdefault('predictor', 'mobile')
+    return timm.create_model('drnet', backbone=backbone, num_classes=5, **kwargs)
+
+
+def hand_resize(x, size):
+    return x if x.shape[-1] == size else F.interpolate(x, size=(size, size), mode='bilinear', antialias=True)
+
+
+def plain_backbone(model: DRNet, j: int) -> nn.Module:
+    """An ordinary timm model holding branch j's norms: the independent reference."""
+    return select_resolution_bn(copy.deepcopy(model.backbone), j)
+
+
+def force_routes(model: DRNet, routes):
+    """Make the predictor choose ``routes`` (one index per image); the split / scatter is under test."""
+    logits = F.one_hot(torch.tensor(routes), model.num_resolutions).float() * 10.
+
+    def predict_logits(x):
+        assert x.shape[0] == len(routes)
+        return logits
+    model.predict_logits = predict_logits
+
+
+@pytest.fixture
+def warm_model():
+    """A tiny DRNet whose three BN branches hold different statistics."""
+    model = tiny()
+    model.train()
+    with torch.no_grad():
+        for j in range(3):
+            for _ in range(2):
+                model(torch.randn(8, 3, SIZE, SIZE) * (j + 1) + j, resolution_index=j)
+    return model.eval()
+
+
+def test_scatter_equals_each_image_alone(warm_model):
+    routes = [2, 0, 1, 1, 2, 0, 2]
+    x = torch.randn(len(routes), 3, SIZE, SIZE)
+    force_routes(warm_model, routes)
+    with torch.no_grad():
+        out = warm_model.forward_routed(x)
+        assert out.resolution_index.tolist() == routes
+        for i, j in enumerate(routes):
+            size = SIZES[j]
+            ref = plain_backbone(warm_model, j).eval()(hand_resize(x[i:i + 1], size))
+            torch.testing.assert_close(out.logits[i:i + 1], ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('j', [0, 1, 2])
+def test_uniform_batch_equals_plain_backbone(warm_model, j):
+    x = torch.randn(6, 3, SIZE, SIZE)
+    with torch.no_grad():
+        warm_model.resolution_bias[j] = 100.  # every image picks j
+        out = warm_model.forward_routed(x)
+        assert (out.resolution_index == j).all()
+        ref = plain_backbone(warm_model, j).eval()(hand_resize(x, SIZES[j]))
+    torch.testing.assert_close(out.logits, ref, rtol=0, atol=0)
+    torch.testing.assert_close(warm_model(x, resolution_index=j), ref, rtol=0, atol=0)
+
+
+def test_unused_branches_get_zero_gradient():
+    model = tiny().train()
+    force_routes(model, [0, 0, 2])  # resolution 1 gets no image
+    out = model(torch.randn(3, 3, SIZE, SIZE))
+    out.mean().backward()
+    missing = [n for n, p in model.backbone.named_parameters() if p.grad is None]
+    assert not missing
+    unused = [p.grad for n, p in model.named_parameters() if '.branches.1.' in n]
+    assert unused and all(torch.count_nonzero(g) == 0 for g in unused)
+
+
+def test_gradient_reaches_predictor_through_hard_weight():
+    model = tiny().train()
+    x = torch.randn(4, 3, SIZE, SIZE)
+    target = torch.tensor([0, 1, 2, 3])
+    F.cross_entropy(model(x), target).backward()
+    grads = [p.grad for p in model.predictor.parameters()]
+    assert all(g is not None for g in grads)
+    assert sum(g.abs().sum() for g in grads) > 0
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_hard_weight_is_exactly_one_forward():
+    model = tiny().train()
+    out = model.forward_routed(torch.randn(5, 3, SIZE, SIZE))
+    assert torch.equal(out.hard.detach().sum(1), torch.ones(5))
+    assert set(out.hard.detach().flatten().tolist()) <= {0., 1.}
+
+
+def test_eval_is_deterministic_and_train_samples():
+    model = tiny().eval()
+    x = torch.randn(16, 3, SIZE, SIZE)
+    with torch.no_grad():
+        a, b = model.forward_routed(x), model.forward_routed(x)
+    assert torch.equal(a.logits, b.logits) and torch.equal(a.resolution_index, b.resolution_index)
+    assert torch.equal(a.resolution_index, a.probs.argmax(1))
+    model.train()
+    picks = torch.stack([model.forward_routed(x).resolution_index for _ in range(5)])
+    assert (picks != picks[0]).any(), 'Gumbel sampling in training should vary the routes'
+
+
+def test_eval_gumbel_option_samples():
+    model = tiny(eval_gumbel=True).eval()
+    x = torch.randn(16, 3, SIZE, SIZE)
+    with torch.no_grad():
+        picks = torch.stack([model.forward_routed(x).resolution_index for _ in range(5)])
+    assert (picks != picks[0]).any()
+
+
+def test_batch_of_one_and_empty_resolution():
+    model = tiny().train()
+    model(torch.randn(1, 3, SIZE, SIZE)).sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+    model.eval()
+    with torch.no_grad():
+        force_routes(model, [1])
+        assert model(torch.randn(1, 3, SIZE, SIZE)).shape == (1, 5)
+        force_routes(model, [0, 2, 2])
+        assert model(torch.randn(3, 3, SIZE, SIZE)).shape == (3, 5)
+
+
+def test_empty_batch_returns_empty_logits():
+    model = tiny().eval()
+    with torch.no_grad():
+        out = model.forward_routed(torch.randn(0, 3, SIZE, SIZE))
+    assert out.logits.shape == (0, 5) and out.resolution_index.shape == (0,) and out.cost.shape == (0,)
+
+
+def test_branch_stats_move_only_for_chosen_resolution():
+    model = tiny().train()
+    norm = next(m for m in model.backbone.modules() if isinstance(m, ResolutionBatchNorm))
+    before = [b.running_mean.clone() for b in norm.branches]
+    force_routes(model, [2, 2, 2, 2])
+    model(torch.randn(4, 3, SIZE, SIZE))
+    assert torch.equal(norm.branches[0].running_mean, before[0])
+    assert torch.equal(norm.branches[1].running_mean, before[1])
+    assert not torch.equal(norm.branches[2].running_mean, before[2])
+
+
+def test_routing_record_costs_include_predictor():
+    model = tiny().eval()
+    with torch.no_grad():
+        out = model.forward_routed(torch.randn(4, 3, SIZE, SIZE))
+    table = model.cost_table((3, SIZE, SIZE))
+    expected = torch.tensor([table.backbone[j] + table.predictor for j in out.resolution_index.tolist()])
+    torch.testing.assert_close(out.cost, expected)
+    torch.testing.assert_close(out.probs.sum(1), torch.ones(4))
+
+
+def test_timm_model_api():
+    model = tiny().eval()
+    x = torch.randn(3, 3, SIZE, SIZE)
+    assert model.num_classes == 5 and model.num_features == 512
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        assert feats.shape == (3, model.head_hidden_size)
+        assert torch.equal(model.forward_head(feats, pre_logits=True), feats)
+        torch.testing.assert_close(model.forward_head(feats), model(x), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(model.forward_features(x, resolution_index=2),
+                                   plain_backbone(model, 2).eval().forward_head(
+                                       plain_backbone(model, 2).eval().forward_features(hand_resize(x, SIZES[2])),
+                                       pre_logits=True))
+    assert model.get_classifier() is model.backbone.fc
+    model.reset_classifier(7)
+    assert model.num_classes == 7 and model(x).shape == (3, 7)
+    first_convs = model.pretrained_cfg['first_conv']
+    assert len(first_convs) == 2
+    for name in first_convs:
+        assert model.get_submodule(name).in_channels == 3
+    readers = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and m.in_channels == 3]
+    assert sorted(readers) == sorted(first_convs)
+    for name in model.pretrained_cfg['classifier']:
+        assert isinstance(model.get_submodule(name), nn.Linear)
+
+
+@pytest.mark.parametrize('backbone', ['tf_efficientnet_lite0', 'mobilenetv3_small_050', 'regnetx_002',
+                                      'convnext_atto'])
+def test_other_backbones_route_and_backprop(backbone):
+    model = tiny(backbone).train()
+    model(torch.randn(4, 3, SIZE, SIZE)).mean().backward()
+    assert all(p.grad is not None for p in model.parameters())
+    for name in model.pretrained_cfg['first_conv']:
+        assert model.get_submodule(name).in_channels == 3
+
+
+def test_convert_sync_batchnorm_keeps_outputs(warm_model):
+    x = torch.randn(5, 3, SIZE, SIZE)
+    with torch.no_grad():
+        ref = warm_model(x)
+        synced = convert_sync_batchnorm(copy.deepcopy(warm_model)).eval()
+        assert any(isinstance(m, nn.SyncBatchNorm) for m in synced.backbone.modules())
+        torch.testing.assert_close(synced(x), ref)
+
+
+def test_create_drnet_wraps_a_built_backbone():
+    backbone = timm.create_model('resnet18', num_classes=3)
+    model = create_drnet(backbone, resolutions=(1.0, 0.5), predictor='mobile', predictor_size=32)
+    assert model.backbone is backbone and model.num_resolutions == 2
+    assert model(torch.randn(2, 3, SIZE, SIZE)).shape == (2, 3)
+
+
+@pytest.mark.parametrize('resolutions, message', [
+    ((1.0, 0.0), r'\(0, 1\]'),
+    ((1.5, 0.5), r'\(0, 1\]'),
+    ((1.0, 0.5, 0.5), 'repeat'),
+    ((0.5, 1.0), 'sorted'),
+    ((), 'at least one'),
+])
+def test_bad_resolutions(resolutions, message):
+    with pytest.raises(ValueError, match=message):
+        tiny(resolutions=resolutions)
+
+
+def test_unknown_backbone():
+    with pytest.raises(ValueError, match="Unknown backbone 'resnet_does_not_exist'"):
+        create_drnet('resnet_does_not_exist')
+
+
+def test_unknown_predictor():
+    with pytest.raises(ValueError, match="Unknown predictor 'big'"):
+        tiny(predictor='big')
+
+
+@pytest.mark.parametrize('x, error, message', [
+    (torch.randn(2, 1, SIZE, SIZE), ValueError, '3 input channels, got 1'),
+    (torch.randn(3, SIZE, SIZE), ValueError, r'\(B, C, H, W\)'),
+    (torch.zeros(2, 3, SIZE, SIZE, dtype=torch.uint8), TypeError, 'floating point'),
+    (torch.randn(2, 3, 24, 24), ValueError, 'too small'),
+])
+def test_bad_inputs(x, error, message):
+    model = tiny().eval()
+    with pytest.raises(error, match=message):
+        model(x)

@@ -1,0 +1,28 @@
+""" timm-drnet: Dynamic Resolution Networks (DRNet, NeurIPS 2021) for every timm classifier.
+
+``import timm_drnet`` registers the ``drnet_*`` models with timm.
+"""
+from .costs import CostTable, count_macs, measure_latency_ms
+from .drnet import DRNet, DRNetOutput, check_resolutions, gumbel_straight_through
+from .hub import (
+    UnsafeCheckpointError,
+    add_to_hf_cache,
+    load_state_dict_file,
+    push_to_hf_hub,
+    read_state_dict_keys,
+    save_for_hf,
+)
+from .layers import (
+    MobilePredictor,
+    ResNetPredictor,
+    ResolutionBatchNorm,
+    convert_resolution_bn,
+    create_predictor,
+    resolution_norms,
+    select_resolution_bn,
+    set_active_resolution,
+)
+from .loss import DRNetLoss, DRNetLossParts, FlopsLoss
+from .models import DRNET_BACKBONES, create_drnet
+
+__version__ = '0.1.0'

@@ -1,0 +1,9 @@
+from .predictor import InvertedResidual, MobilePredictor, PREDICTORS, ResNetPredictor, create_predictor
+from .resolution_norm import (
+    ResolutionBatchNorm,
+    convert_resolution_bn,
+    is_batch_norm,
+    resolution_norms,
+    select_resolution_bn,
+    set_active_resolution,
+)

@@ -1,0 +1,86 @@
+""" Resolution predictors
+
+The tiny CNN that looks at a downsized copy of each image and scores the m candidate resolutions
+(DRNet section 3.1). Two designs from the paper:
+
+* ``ResNetPredictor``: 4 stages of one BasicBlock each, widths 64/128/256/512, 7x7/2 stem + max pool,
+  128x128 input (about 0.29 GMACs, 4.9M params), used for ResNet backbones. It is timm's own ResNet
+  with ``layers=(1, 1, 1, 1)``.
+* ``MobilePredictor``: the same 4-stage layout with inverted-residual blocks at 64x64 input, for mobile
+  backbones whose whole budget is a few hundred MMACs.
+"""
+from typing import Sequence, Type
+
+import torch
+from torch import nn
+from timm.layers import ConvNormAct, SelectAdaptivePool2d, make_divisible
+from timm.models import BasicBlock, ResNet
+
+__all__ = ['ResNetPredictor', 'MobilePredictor', 'InvertedResidual', 'create_predictor', 'PREDICTORS']
+
+
+class ResNetPredictor(ResNet):
+    """ The paper's ResNet predictor: timm ResNet, one BasicBlock per stage, ``num_resolutions`` outputs."""
+    first_conv = 'conv1'
+    default_input_size = 128
+
+    def __init__(self, num_resolutions: int, in_chans: int = 3):
+        super().__init__(block=BasicBlock, layers=(1, 1, 1, 1), num_classes=num_resolutions, in_chans=in_chans)
+
+
+class InvertedResidual(nn.Module):
+    """ MobileNetV2 block: 1x1 expand, 3x3 depthwise, 1x1 linear project, residual when shapes allow."""
+
+    def __init__(self, in_chs: int, out_chs: int, stride: int = 1, exp_ratio: float = 4.0,
+                 act_layer: Type[nn.Module] = nn.ReLU6):
+        super().__init__()
+        mid_chs = make_divisible(in_chs * exp_ratio)
+        self.conv_pw = ConvNormAct(in_chs, mid_chs, 1, act_layer=act_layer)
+        self.conv_dw = ConvNormAct(mid_chs, mid_chs, 3, stride=stride, groups=mid_chs, act_layer=act_layer)
+        self.conv_pwl = ConvNormAct(mid_chs, out_chs, 1, apply_act=False)
+        self.has_skip = stride == 1 and in_chs == out_chs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        x = self.conv_pwl(self.conv_dw(self.conv_pw(x)))
+        return x + shortcut if self.has_skip else x
+
+
+class MobilePredictor(nn.Module):
+    """ 4-stage inverted-residual predictor (one stride-2 block per stage) for 64x64 inputs."""
+    first_conv = 'stem.conv'
+    default_input_size = 64
+
+    def __init__(
+            self,
+            num_resolutions: int,
+            in_chans: int = 3,
+            stem_chs: int = 16,
+            widths: Sequence[int] = (24, 48, 96, 192),
+            num_features: int = 512,
+            act_layer: Type[nn.Module] = nn.ReLU6,
+    ):
+        super().__init__()
+        self.stem = ConvNormAct(in_chans, stem_chs, 3, stride=2, act_layer=act_layer)
+        stages, prev_chs = [], stem_chs
+        for chs in widths:
+            stages.append(InvertedResidual(prev_chs, chs, stride=2, act_layer=act_layer))
+            prev_chs = chs
+        self.stages = nn.Sequential(*stages)
+        self.conv_head = ConvNormAct(prev_chs, num_features, 1, act_layer=act_layer)
+        self.global_pool = SelectAdaptivePool2d(pool_type='avg', flatten=True)
+        self.fc = nn.Linear(num_features, num_resolutions)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv_head(self.stages(self.stem(x)))
+        return self.fc(self.global_pool(x))
+
+
+PREDICTORS = {'resnet': ResNetPredictor, 'mobile': MobilePredictor}
+
+
+def create_predictor(name: str, num_resolutions: int, in_chans: int = 3) -> nn.Module:
+    """Build predictor ``name`` ('resnet' or 'mobile') scoring ``num_resolutions`` candidates."""
+    if name not in PREDICTORS:
+        raise ValueError(f"Unknown predictor '{name}', choose one of {sorted(PREDICTORS)}.")
+    return PREDICTORS[name](num_resolutions, in_chans=in_chans)

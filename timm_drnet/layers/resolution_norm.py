@@ -1,0 +1,99 @@
+""" Resolution-private batch normalisation
+
+DRNet (Zhu et al., NeurIPS 2021, eq. 3) gives every batch norm of the backbone ``m`` private copies,
+one per candidate input resolution, because activation statistics differ between resolutions while
+the convolutions can stay shared. ``convert_resolution_bn`` performs that surgery on any timm model.
+
+The wrapper is a plain ``nn.Module`` holding an ``nn.ModuleList``: it must not subclass ``_BatchNorm``,
+or ``timm.layers.convert_sync_batchnorm`` would replace the whole wrapper with a single SyncBatchNorm
+instead of converting each private branch.
+"""
+import copy
+from typing import List
+
+import torch
+from torch import nn
+from torchvision.ops.misc import FrozenBatchNorm2d
+from timm.layers import FrozenBatchNormAct2d
+
+__all__ = [
+    'ResolutionBatchNorm', 'convert_resolution_bn', 'select_resolution_bn', 'set_active_resolution',
+    'resolution_norms', 'is_batch_norm',
+]
+
+# nn.BatchNorm*d, SyncBatchNorm, timm BatchNormAct2d / SyncBatchNormAct all derive from _BatchNorm
+_BATCH_NORM_TYPES = (nn.modules.batchnorm._BatchNorm, FrozenBatchNorm2d, FrozenBatchNormAct2d)
+
+
+def is_batch_norm(module: nn.Module) -> bool:
+    """True for every batch norm flavour timm builds (plain, fused act, sync, frozen)."""
+    return isinstance(module, _BATCH_NORM_TYPES)
+
+
+class ResolutionBatchNorm(nn.Module):
+    """ ``num_resolutions`` private copies of one batch norm; ``active`` picks the copy in use.
+
+    Each branch is a deep copy of the original layer, so it keeps the original's kind, statistics,
+    affine parameters, eps / momentum and, for ``BatchNormAct2d``, the fused activation and drop.
+    """
+
+    def __init__(self, norm: nn.Module, num_resolutions: int):
+        super().__init__()
+        if num_resolutions < 1:
+            raise ValueError(f'num_resolutions must be >= 1, got {num_resolutions}')
+        self.branches = nn.ModuleList([copy.deepcopy(norm) for _ in range(num_resolutions)])
+        self.active = 0
+
+    @property
+    def num_resolutions(self) -> int:
+        return len(self.branches)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.branches[self.active](x)
+
+    def extra_repr(self) -> str:
+        return f'active={self.active}'
+
+
+def convert_resolution_bn(module: nn.Module, num_resolutions: int) -> nn.Module:
+    """ Replace every batch norm under ``module`` (``module`` itself included) by a ResolutionBatchNorm.
+
+    Shortcut / downsample norms are found like any other. Models without batch norm (LayerNorm,
+    GroupNorm) come back unchanged. Returns the converted module (a new one if ``module`` was a norm).
+    """
+    if isinstance(module, ResolutionBatchNorm):
+        raise ValueError('Module already holds resolution-private norms; convert a model only once.')
+    if is_batch_norm(module):
+        return ResolutionBatchNorm(module, num_resolutions)
+    for name, child in module.named_children():
+        converted = convert_resolution_bn(child, num_resolutions)
+        if converted is not child:
+            module.add_module(name, converted)
+    return module
+
+
+def select_resolution_bn(module: nn.Module, index: int) -> nn.Module:
+    """ Inverse of ``convert_resolution_bn``: keep branch ``index`` of every private norm as a plain norm.
+
+    The result is an ordinary single-resolution model, e.g. for export of one resolution.
+    """
+    if isinstance(module, ResolutionBatchNorm):
+        return module.branches[index]
+    for name, child in module.named_children():
+        selected = select_resolution_bn(child, index)
+        if selected is not child:
+            module.add_module(name, selected)
+    return module
+
+
+def resolution_norms(module: nn.Module) -> List[ResolutionBatchNorm]:
+    """All resolution-private norms under ``module``, in module order."""
+    return [m for m in module.modules() if isinstance(m, ResolutionBatchNorm)]
+
+
+def set_active_resolution(module: nn.Module, index: int) -> None:
+    """Route every resolution-private norm under ``module`` to branch ``index``."""
+    for norm in resolution_norms(module):
+        if not 0 <= index < norm.num_resolutions:
+            raise IndexError(f'resolution index {index} out of range for {norm.num_resolutions} branches')
+        norm.active = index
