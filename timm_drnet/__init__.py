@@ -24,5 +24,6 @@ from .layers import (
 )
 from .loss import DRNetLoss, DRNetLossParts, FlopsLoss
 from .models import DRNET_BACKBONES, create_drnet
+from .pretrained import cache_efficientnet_lite0, cache_timm_weights, remap_efficientnet_pytorch
 
 __version__ = '0.1.0'
