@@ -243,8 +243,14 @@ def test_unknown_predictor():
     (torch.randn(3, SIZE, SIZE), ValueError, r'\(B, C, H, W\)'),
     (torch.zeros(2, 3, SIZE, SIZE, dtype=torch.uint8), TypeError, 'floating point'),
     (torch.randn(2, 3, 24, 24), ValueError, 'too small'),
+    (torch.randn(3, 3, SIZE, SIZE).index_fill_(0, torch.tensor([1]), float('nan')), ValueError, r'NaN or Inf .*\[1\]'),
+    (torch.randn(2, 3, SIZE, SIZE).index_fill_(0, torch.tensor([0]), float('inf')), ValueError, r'NaN or Inf .*\[0\]'),
+    ([[1.0]], TypeError, 'torch.Tensor'),
 ])
-def test_bad_inputs(x, error, message):
-    model = tiny().eval()
+@pytest.mark.parametrize('training', [False, True])
+def test_bad_inputs(x, error, message, training):
+    model = tiny().train(training)
     with pytest.raises(error, match=message):
         model(x)
+    with pytest.raises(error, match=message):
+        model(x, resolution_index=1)

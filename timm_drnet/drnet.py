@@ -161,7 +161,7 @@ class DRNet(nn.Module):
         return [(max(1, round(r * height)), max(1, round(r * width))) for r in self.resolutions]
 
     def check_input(self, x: torch.Tensor) -> None:
-        """Raise a clear error for inputs the model cannot take (type, rank, channels, dtype, size)."""
+        """Raise a clear error for inputs the model cannot take (type, rank, channels, dtype, NaN / Inf, size)."""
         if not isinstance(x, torch.Tensor):
             raise TypeError(f'DRNet expects a torch.Tensor batch, got {type(x).__name__}')
         if x.ndim != 4:
@@ -172,6 +172,12 @@ class DRNet(nn.Module):
         if not x.is_floating_point():
             raise TypeError(f'DRNet expects a floating point image tensor, got {x.dtype}; convert to float and '
                             f'normalise with the mean / std in model.pretrained_cfg')
+        finite = torch.isfinite(x).flatten(1).all(1)
+        if not bool(finite.all()):
+            bad = (~finite).nonzero().flatten().tolist()
+            raise ValueError(f'Input batch holds NaN or Inf values in image(s) {bad[:10]}'
+                             f'{" ..." if len(bad) > 10 else ""}; a non-finite image would poison the shared '
+                             f'BatchNorm statistics, drop or repair it first')
         smallest = min(self.candidate_sizes(x.shape[2], x.shape[3])[-1])
         if smallest < MIN_INPUT_SIZE:
             raise ValueError(f'Input of {x.shape[2]}x{x.shape[3]} px is too small: the smallest candidate '
