@@ -254,3 +254,14 @@ def test_bad_inputs(x, error, message, training):
         model(x)
     with pytest.raises(error, match=message):
         model(x, resolution_index=1)
+
+
+def test_shared_bn_ablation_keeps_plain_norms():
+    model = tiny(private_bn=False).eval()
+    assert not any(isinstance(m, ResolutionBatchNorm) for m in model.modules())
+    x = torch.randn(3, 3, SIZE, SIZE)
+    with torch.no_grad():
+        ref = copy.deepcopy(model.backbone)(hand_resize(x, SIZES[1]))
+        torch.testing.assert_close(model(x, resolution_index=1), ref, rtol=0, atol=0)
+        assert model(x).shape == (3, 5)
+    assert model.drnet_args()['private_bn'] is False

@@ -85,6 +85,8 @@ class DRNet(nn.Module):
         in_chans: image channels.
         tau: Gumbel-softmax temperature in training.
         eval_gumbel: also sample Gumbel noise in eval mode (the official MindSpore eval); default argmax.
+        private_bn: give every BN one private branch per resolution (the paper's RA-BN); False shares
+            the backbone's BNs across resolutions (the paper's Table 1 ablation).
         backbone_pretrained: load the backbone's timm weights (copied into every BN branch).
         backbone_pretrained_cfg_overlay: timm ``pretrained_cfg_overlay`` for the backbone (e.g. a weights file).
         **backbone_kwargs: further timm ``create_model`` arguments for the backbone (drop_rate, ...).
@@ -100,6 +102,7 @@ class DRNet(nn.Module):
             in_chans: int = 3,
             tau: float = 1.0,
             eval_gumbel: bool = False,
+            private_bn: bool = True,
             backbone_pretrained: bool = False,
             backbone_pretrained_cfg_overlay: Optional[Dict] = None,
             **backbone_kwargs,
@@ -124,7 +127,8 @@ class DRNet(nn.Module):
                 in_chans=in_chans,
                 **backbone_kwargs,
             )
-        self.backbone = convert_resolution_bn(backbone, len(self.resolutions))
+        self.private_bn = private_bn
+        self.backbone = convert_resolution_bn(backbone, len(self.resolutions)) if private_bn else backbone
         self.num_classes = self.backbone.num_classes
         self.in_chans = in_chans
         self.num_features = self.backbone.num_features
@@ -154,6 +158,7 @@ class DRNet(nn.Module):
             predictor_size=self.predictor_size,
             tau=self.tau,
             eval_gumbel=self.eval_gumbel,
+            private_bn=self.private_bn,
         )
 
     def candidate_sizes(self, height: int, width: int) -> List[Tuple[int, int]]:
