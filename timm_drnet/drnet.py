@@ -6,13 +6,15 @@ the image at that resolution. The batch is split by chosen resolution so each im
 resolution only, and the logits go back in the original order, multiplied by the straight-through
 hard selection weight (exactly 1 in the forward pass) so the predictor learns through the classifier.
 """
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
+import torch.fx.experimental._config
 import torch.nn.functional as F
 from timm.models import create_model, is_model, split_model_name_tag
 
+from .budget import BudgetCalibration, calibrate_budget
 from .costs import CostTable, count_macs
 from .layers import convert_resolution_bn, create_predictor, resolution_norms, PREDICTORS
 
@@ -144,6 +146,7 @@ class DRNet(nn.Module):
         self.cost_unit = 'gmacs'
         self._norms = resolution_norms(self.backbone)
         self._cost_tables: Dict[Tuple[int, int, int], CostTable] = {}
+        self._compiled: Dict[str, Callable] = {}  # filled by compile_for_inference()
 
     @property
     def num_resolutions(self) -> int:
@@ -196,10 +199,10 @@ class DRNet(nn.Module):
         for norm in self._norms:
             norm.active = index
 
-    def predict_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Predictor scores (B, m) for each candidate, resolution bias included."""
-        x = _resize(x, (self.predictor_size, self.predictor_size))
-        return self.predictor(x) + self.resolution_bias.to(x.dtype)
+    def predict_logits(self, x: torch.Tensor, bias: bool = True) -> torch.Tensor:
+        """Predictor scores (B, m) for each candidate, plus the resolution bias (budget offsets) if ``bias``."""
+        scores = self._run('_predictor_scores', x)
+        return scores + self.resolution_bias.to(x.dtype) if bias else scores
 
     def select(self, logits: torch.Tensor) -> torch.Tensor:
         """Hard selection (B, m): Gumbel sample in training, argmax in eval unless ``eval_gumbel``."""
@@ -208,7 +211,36 @@ class DRNet(nn.Module):
     def forward_resolution(self, x: torch.Tensor, index: int) -> torch.Tensor:
         """Logits of the whole batch at candidate ``index`` (the fixed-resolution path)."""
         self.set_resolution(index)
+        return self._run('_backbone_at', x, index)
+
+    def _predictor_scores(self, x: torch.Tensor) -> torch.Tensor:
+        return self.predictor(_resize(x, (self.predictor_size, self.predictor_size)))
+
+    def _backbone_at(self, x: torch.Tensor, index: int) -> torch.Tensor:
         return self.backbone(_resize(x, self.candidate_sizes(x.shape[2], x.shape[3])[index]))
+
+    def _run(self, name: str, x: torch.Tensor, *args) -> torch.Tensor:
+        """Call method ``name`` eagerly, or its compiled graph in eval mode after ``compile_for_inference``."""
+        compiled = None if self.training or not x.shape[0] else self._compiled.get(name)
+        if compiled is None:
+            return getattr(self, name)(x, *args)
+        torch._dynamo.mark_dynamic(x, 0)
+        # size-oblivious batch symbol: a batch of 1 reuses the graph instead of specialising one for it
+        with torch.fx.experimental._config.patch(backed_size_oblivious=True):
+            return compiled(self, x, *args)
+
+    def compile_for_inference(self, **compile_kwargs) -> None:
+        """ ``torch.compile`` the predictor and the backbone at each resolution, used in eval mode.
+
+        Routing (argmax, split by resolution, scatter) stays eager between the compiled regions. Each
+        region sees static spatial sizes and a dynamic batch dimension, so one graph per resolution plus
+        one for the predictor serve every group size after a warm-up call at each resolution (on CPU, the
+        convolution backend chosen for batches of 16+ may add one graph per resolution). A new input
+        size, dtype or memory format compiles new graphs. Training mode runs eagerly.
+        ``compile_kwargs`` go to ``torch.compile`` (``backend``, ``mode``, ...).
+        """
+        self._compiled = {name: torch.compile(getattr(type(self), name), **compile_kwargs)
+                          for name in ('_predictor_scores', '_backbone_at')}
 
     def _pre_logits_at(self, x: torch.Tensor, index: int) -> torch.Tensor:
         self.set_resolution(index)
@@ -323,6 +355,25 @@ class DRNet(nn.Module):
             self._cost_tables.clear()
             self.cost_unit = table.unit
         self._cost_tables[tuple(table.input_size)] = table
+
+    def set_budget(
+            self,
+            target: float,
+            images: Union[torch.Tensor, Iterable],
+            batch_size: int = 64,
+            tolerance: float = 0.03,
+    ) -> BudgetCalibration:
+        """ Meet a mean cost per image at inference, without retraining.
+
+        Calibrates ``resolution_bias`` on a few unlabeled ``images`` (a tensor (N, C, H, W), or an iterable
+        of batches or (images, targets) pairs such as a DataLoader) so the mean cost per image on them,
+        predictor included, in the model's cost unit (GMACs, or ms after ``set_cost_table``), is ``target``
+        within ``tolerance``. The offsets are a Lagrangian cost penalty, so images keep the predictor's
+        order of difficulty (see ``timm_drnet.budget``). The bias is a buffer, saved with the state dict;
+        ``resolution_bias.zero_()`` restores the trained routing. Raises ValueError for a target outside
+        the reachable range.
+        """
+        return calibrate_budget(self, target, images, batch_size=batch_size, tolerance=tolerance)
 
     def default_input_size(self) -> Tuple[int, int, int]:
         cfg = getattr(self, 'pretrained_cfg', None) or {}

@@ -1,0 +1,173 @@
+""" Compute budgets at inference, without retraining
+
+The paper trains one DRNet per FLOPs target. A trained predictor already ranks images by how much they
+gain from a large resolution, so a budget can instead be met by shifting its scores s_ij with a
+Lagrangian cost penalty, b_j = -lambda * C_j: every image then picks
+
+    argmax_j (s_ij - lambda * C_j)
+
+The cost each image picks never rises as lambda grows (for two lambdas, adding the two optimality
+conditions gives (lambda_2 - lambda_1) (C_j - C_k) >= 0), so the average cost is a step function that
+falls monotonically with lambda. Images move to cheaper resolutions in the order of how strongly the
+predictor prefers the expensive ones (with two candidates: in the order of s_i0 - s_i1): the ordering
+by difficulty is kept, only the thresholds move.
+
+Calibration on a handful of unlabeled images enumerates the exact lambdas at which some image changes
+resolution, binary-searches that sorted list for the plateau whose average cost is closest to the
+target and takes a lambda in the middle of that plateau, away from any image's switching point.
+"""
+from typing import TYPE_CHECKING, Iterable, List, NamedTuple, Tuple, Union
+
+import torch
+
+from .costs import CostTable, eval_mode
+
+if TYPE_CHECKING:
+    from .drnet import DRNet
+
+__all__ = ['BudgetCalibration', 'calibrate_budget', 'cost_offsets', 'solve_budget']
+
+Images = Union[torch.Tensor, Iterable]
+
+
+class BudgetCalibration(NamedTuple):
+    """What ``DRNet.set_budget`` installed and what it achieved on the calibration images."""
+    target: float  # requested mean cost per image, predictor included, in ``unit``
+    cost: float  # mean cost per image reached on the calibration images, predictor included
+    lam: float  # Lagrange multiplier: price of one cost unit in predictor-logit units
+    bias: torch.Tensor  # (m,) offsets installed in ``resolution_bias``
+    counts: Tuple[int, ...]  # calibration images routed to each resolution
+    reachable: Tuple[float, float]  # (every image at the cheapest, every image at the dearest) mean cost
+    unit: str
+
+
+def cost_offsets(costs: torch.Tensor, lam: float) -> torch.Tensor:
+    """Logit offsets b_j = -lambda * (C_j - min C); the constant shift leaves every argmax unchanged."""
+    return -lam * (costs - costs.min())
+
+
+def _routed_cost(scores: torch.Tensor, costs: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """Mean cost of argmax routing of ``scores`` (N, m) for each lambda in ``lam`` (L,), returns (L,)."""
+    shifted = scores.unsqueeze(0) - lam.view(-1, 1, 1) * costs.view(1, 1, -1)
+    return costs[shifted.argmax(-1)].mean(-1)
+
+
+def _plateau_lambdas(scores: torch.Tensor, costs: torch.Tensor) -> torch.Tensor:
+    """One lambda inside every interval on which the routing of ``scores`` is constant, ascending.
+
+    Image i is indifferent between j and k at lambda = (s_ij - s_ik) / (C_j - C_k); between consecutive
+    such points no image changes resolution.
+    """
+    j, k = torch.triu_indices(costs.numel(), costs.numel(), offset=1)
+    keep = costs[j] != costs[k]
+    j, k = j[keep], k[keep]
+    points = ((scores[:, j] - scores[:, k]) / (costs[j] - costs[k])).flatten().unique()  # sorted
+    if points.numel() == 0:
+        return torch.zeros(1, dtype=scores.dtype)
+    margin = points.abs().max().clamp_min(1.)
+    return torch.cat([points[:1] - margin, (points[1:] + points[:-1]) / 2, points[-1:] + margin])
+
+
+def solve_budget(scores: torch.Tensor, costs: torch.Tensor, target: float) -> float:
+    """ Lambda whose routing of ``scores`` (N, m) averages closest to ``target`` backbone cost.
+
+    ``costs`` are the m backbone costs C_j, ``target`` lies within [min C, max C]. Ties go to the cheaper
+    plateau. Float64 maths throughout.
+    """
+    scores, costs = scores.double(), costs.double()
+    lams = _plateau_lambdas(scores, costs)
+    # mean cost falls as the index rises and the last plateau routes every image to min C <= target:
+    # binary search for the first plateau at or below the target
+    lo, hi = 0, lams.numel() - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if _routed_cost(scores, costs, lams[mid:mid + 1]).item() <= target:
+            hi = mid
+        else:
+            lo = mid + 1
+    if lo == 0:
+        return lams[0].item()
+    above, below = _routed_cost(scores, costs, lams[lo - 1:lo + 1]).tolist()
+    return lams[lo].item() if target - below <= above - target else lams[lo - 1].item()
+
+
+def _batches(images: Images) -> Iterable[torch.Tensor]:
+    """Image batches from a tensor (N, C, H, W) or an iterable of tensors / (images, targets) pairs."""
+    if isinstance(images, torch.Tensor):
+        yield images
+        return
+    for batch in images:
+        if isinstance(batch, (tuple, list)) and batch:
+            batch = batch[0]
+        if not isinstance(batch, torch.Tensor):
+            raise TypeError(f'Calibration images must be tensors (N, C, H, W) or (images, targets) batches, '
+                            f'got {type(batch).__name__}')
+        yield batch
+
+
+@torch.no_grad()
+def _predictor_scores(model: 'DRNet', images: Images, batch_size: int) -> Tuple[torch.Tensor, Tuple[int, ...]]:
+    """Raw predictor scores (N, m), without resolution bias, of every calibration image, and their (C, H, W)."""
+    param = next(model.parameters())
+    scores: List[torch.Tensor] = []
+    sizes = set()
+    with eval_mode(model):
+        for batch in _batches(images):
+            model.check_input(batch)
+            sizes.add(tuple(batch.shape[1:]))
+            for chunk in batch.split(batch_size):
+                chunk = chunk.to(param.device, param.dtype)
+                scores.append(model.predict_logits(chunk, bias=False).float().cpu())
+    if sum(s.shape[0] for s in scores) == 0:
+        raise ValueError('set_budget needs at least one calibration image, got none')
+    if len(sizes) > 1:
+        raise ValueError(f'Calibration images must share one input size, got {sorted(sizes)}')
+    return torch.cat(scores), sizes.pop()
+
+
+def calibrate_budget(
+        model: 'DRNet',
+        target: float,
+        images: Images,
+        batch_size: int = 64,
+        tolerance: float = 0.03,
+) -> BudgetCalibration:
+    """ Set ``model.resolution_bias`` so the mean cost per image on ``images`` is ``target`` within ``tolerance``.
+
+    See ``DRNet.set_budget``. Raises ValueError, leaving the model unchanged, for an unreachable target
+    or when the calibration set is too small to get within ``tolerance``.
+    """
+    if model.eval_gumbel:
+        raise ValueError('set_budget calibrates deterministic argmax routing, but this model samples Gumbel '
+                         'noise in eval (eval_gumbel=True); set model.eval_gumbel = False first')
+    if not tolerance >= 0:
+        raise ValueError(f'tolerance must be >= 0 (a fraction of the target), got {tolerance}')
+    target = float(target)
+    if batch_size < 1:
+        raise ValueError(f'batch_size must be >= 1, got {batch_size}')
+    scores, input_size = _predictor_scores(model, images, batch_size)
+    table: CostTable = model.cost_table(input_size)
+    costs = torch.tensor(table.backbone, dtype=torch.float64)
+    reachable = (costs.min().item() + table.predictor, costs.max().item() + table.predictor)
+    if not reachable[0] <= target <= reachable[1]:
+        raise ValueError(
+            f'Budget of {target:.4g} {table.unit} per image is out of reach for inputs of {input_size}: the model '
+            f'costs from {reachable[0]:.4g} (every image at the cheapest resolution) to {reachable[1]:.4g} '
+            f'{table.unit} (every image at the dearest), predictor included')
+
+    lam = solve_budget(scores, costs, target - table.predictor)
+    bias = cost_offsets(costs, lam).float()
+    # the routing the model will do: its own float32 sum and selection, not the float64 search
+    with eval_mode(model):
+        index = model.select(scores.to(bias.device) + bias).argmax(-1)
+    cost = costs[index].mean().item() + table.predictor
+    if abs(cost - target) > tolerance * target:
+        step = (reachable[1] - reachable[0]) / scores.shape[0]
+        raise ValueError(
+            f'The closest mean cost reachable on {scores.shape[0]} calibration images is {cost:.4g} {table.unit}, '
+            f'{abs(cost - target) / target:.1%} from the target {target:.4g} (tolerance {tolerance:.1%}); each image '
+            f'moves the mean by up to {step:.3g} {table.unit}, so calibrate on more images')
+    with torch.no_grad():
+        model.resolution_bias.copy_(bias.to(model.resolution_bias))
+    counts = tuple(torch.bincount(index, minlength=costs.numel()).tolist())
+    return BudgetCalibration(target, cost, lam, bias, counts, reachable, table.unit)
