@@ -6,16 +6,17 @@ each candidate resolution, plus the predictor's fixed cost. MACs are counted by
 latency tables measured on the current device can replace them (``unit='ms'``).
 """
 import contextlib
+import functools
 import statistics
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable, Dict, Iterator, Sequence, Tuple
+from typing import Callable, Dict, Iterator, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ['CostTable', 'count_macs', 'eval_mode', 'measure_latency_ms']
+__all__ = ['CostTable', 'count_macs', 'eval_mode', 'measure_cost_table', 'measure_latency_ms']
 
 
 @dataclass(frozen=True)
@@ -90,3 +91,34 @@ def measure_latency_ms(
             if i >= warmup:
                 times.append((time.perf_counter() - start) * 1000.)
     return statistics.median(times)
+
+
+def measure_cost_table(
+        model: nn.Module,
+        input_size: Optional[Sequence[int]] = None,
+        batch_size: int = 1,
+        repeats: int = 20,
+        warmup: int = 3,
+) -> CostTable:
+    """ Measured latency per image, in ms, of each candidate resolution of a DRNet and of its predictor.
+
+    Each entry is the median of ``repeats`` timed runs of a batch of ``batch_size`` images of ``input_size``
+    (C, H, W; default the model's), divided by ``batch_size``, on the model's device and dtype in eval
+    mode. A resolution's run includes the resize from the input size; the predictor's, its own resize.
+    Wrap the call in ``torch.autocast`` to time mixed precision. Install the table with
+    ``model.set_cost_table``; ``CostTable.to_dict`` / ``from_dict`` store it with a checkpoint.
+    """
+    if batch_size < 1 or repeats < 1 or warmup < 0:
+        raise ValueError(f'Need batch_size >= 1, repeats >= 1 and warmup >= 0, got {batch_size}, {repeats}, {warmup}')
+    input_size = tuple(int(s) for s in (input_size or model.default_input_size()))
+    if len(input_size) != 3:
+        raise ValueError(f'input_size must be (C, H, W), got {input_size}')
+    probe = _probe(model, input_size)
+    x = torch.randn((batch_size, *input_size), device=probe.device, dtype=probe.dtype)
+    model.check_input(x)
+    with eval_mode(model):
+        backbone = tuple(
+            measure_latency_ms(functools.partial(model.forward_resolution, index=j), x, repeats, warmup) / batch_size
+            for j in range(model.num_resolutions))
+        predictor = measure_latency_ms(model.predict_logits, x, repeats, warmup) / batch_size
+    return CostTable(input_size, backbone, predictor, 'ms')
