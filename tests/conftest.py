@@ -25,13 +25,13 @@ def _varied_images(n: int, size: int = 96, generator_seed: int = 1) -> torch.Ten
     return torch.randn(n, 3, size, size, generator=g) * scale + torch.randn(n, 3, 1, 1, generator=g)
 
 
-@pytest.fixture
+@pytest.fixture(scope='session')
 def varied_images():
     """Factory ``(n, size=96, generator_seed=1) -> (n, 3, size, size)`` images the predictor tells apart."""
     return _varied_images
 
 
-@pytest.fixture
+@pytest.fixture(scope='session')
 def warm_drnet():
     """ Factory for a tiny DRNet standing in for a trained one (``timm.create_model('drnet', ...)`` kwargs).
 
@@ -39,8 +39,9 @@ def warm_drnet():
     real activations (a different input distribution per resolution), so predictor scores vary across
     images and the branches differ, as after training. Returned in eval mode.
     """
-    def make(backbone: str = 'test_resnet', size: int = 96, **kwargs):
+    def make(backbone: str = 'test_resnet', size: int = 96, seed: int = 0, **kwargs):
         import timm
+        torch.manual_seed(seed)
         kwargs.setdefault('predictor', 'mobile')
         kwargs.setdefault('num_classes', 5)
         model = timm.create_model('drnet', backbone=backbone, **kwargs)

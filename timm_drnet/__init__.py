@@ -5,6 +5,7 @@
 from .budget import BudgetCalibration, calibrate_budget, cost_offsets, solve_budget
 from .costs import CostTable, count_macs, measure_cost_table, measure_latency_ms
 from .drnet import DRNet, DRNetOutput, check_resolutions, gumbel_straight_through
+from .export import ONNX_CONFIG_NAME, OnnxDRNet, OnnxDRNetOutput, export_onnx
 from .hub import (
     UnsafeCheckpointError,
     add_to_hf_cache,
@@ -17,8 +18,10 @@ from .layers import (
     MobilePredictor,
     ResNetPredictor,
     ResolutionBatchNorm,
+    TapResize,
     convert_resolution_bn,
     create_predictor,
+    fold_batch_norms,
     resolution_norms,
     select_resolution_bn,
     set_active_resolution,

@@ -1,3 +1,4 @@
+from .fold_bn import fold_batch_norms
 from .predictor import InvertedResidual, MobilePredictor, PREDICTORS, ResNetPredictor, create_predictor
 from .resolution_norm import (
     ResolutionBatchNorm,
@@ -7,3 +8,4 @@ from .resolution_norm import (
     select_resolution_bn,
     set_active_resolution,
 )
+from .resize import TapResize, resize_taps

@@ -1,0 +1,136 @@
+""" ONNX export: exact resize taps, BN folding, per-graph and routed parity with onnxruntime, the runner."""
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import nn
+import torch.nn.functional as F
+import timm
+
+from timm_drnet import OnnxDRNet, TapResize, export_onnx, fold_batch_norms
+from timm_drnet.layers import is_batch_norm
+
+SIZE = 96
+
+
+@pytest.mark.parametrize('in_size,out_size', [
+    ((96, 96), (72, 72)), ((96, 96), (48, 48)), ((224, 224), (168, 168)), ((225, 160), (113, 80)),
+    ((96, 96), (96, 48)), ((40, 300), (17, 33)),
+])
+def test_tap_resize_equals_interpolate(in_size, out_size):
+    x = torch.randn(3, 3, *in_size)
+    ref = F.interpolate(x, size=out_size, mode='bilinear', align_corners=False, antialias=True)
+    torch.testing.assert_close(TapResize(in_size, out_size)(x), ref, rtol=0, atol=2e-6)
+    with pytest.raises(ValueError, match='built for'):
+        TapResize(in_size, out_size)(torch.randn(1, 3, 50, 50))
+
+
+def random_bn_stats(model: nn.Module) -> nn.Module:
+    for m in model.modules():
+        if is_batch_norm(m):
+            m.running_mean.normal_(0, 0.5)
+            m.running_var.uniform_(0.5, 2.)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.normal_(0, 0.3)
+    return model.eval()
+
+
+@pytest.mark.parametrize('name', ['test_resnet', 'test_efficientnet'])  # BatchNorm2d / BatchNormAct2d
+def test_fold_batch_norms_keeps_the_function(name):
+    model = random_bn_stats(timm.create_model(name))
+    reference = timm.create_model(name).eval()
+    reference.load_state_dict(model.state_dict())
+    fold_batch_norms(model, torch.randn(2, 3, 64, 64))
+    assert not any(is_batch_norm(m) for m in model.modules())  # shortcut / downsample norms included
+    acts = [type(m) for m in reference.modules() if isinstance(m, (nn.ReLU, nn.SiLU))]
+    assert [type(m) for m in model.modules() if isinstance(m, (nn.ReLU, nn.SiLU))] == acts  # fused acts kept
+    x = torch.randn(4, 3, 80, 80)  # not the probe input
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x), rtol=0, atol=1e-5)
+
+
+def test_fold_leaves_norms_after_other_layers_and_refuses_shared_outputs():
+    pre_act = nn.Sequential(nn.BatchNorm2d(3), nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU())
+    random_bn_stats(pre_act)
+    fold_batch_norms(pre_act, torch.randn(2, 3, 16, 16))
+    assert is_batch_norm(pre_act[0]) and isinstance(pre_act[2], nn.Identity)
+
+    class Shared(nn.Module):  # the conv output also feeds the residual sum: folding would change it
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(3, 3, 3, padding=1), nn.BatchNorm2d(3)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return self.bn(y) + y
+    with pytest.raises(RuntimeError, match='another consumer'):
+        fold_batch_norms(random_bn_stats(Shared()), torch.randn(2, 3, 16, 16))
+
+
+@pytest.fixture(scope='module', params=['test_resnet', 'test_efficientnet'])
+def exported(request, warm_drnet, varied_images, tmp_path_factory):
+    """A warm DRNet whose resolution bias spreads the images over all resolutions, exported to ONNX."""
+    model = warm_drnet(request.param)
+    x = varied_images(24, SIZE, generator_seed=5)
+    with torch.no_grad():
+        scores = model.predict_logits(x)
+        g = torch.Generator().manual_seed(0)
+        for _ in range(1000):  # a resolution bias under which each candidate gets at least 3 images
+            model.resolution_bias.copy_(torch.randn(3, generator=g) * scores.std(0))
+            if torch.bincount(model.predict_logits(x).argmax(1), minlength=3).min() >= 3:
+                break
+    directory = tmp_path_factory.mktemp(f'onnx_{request.param}')
+    config = export_onnx(model, directory, (3, SIZE, SIZE))
+    return model, directory, config, x
+
+
+def test_each_graph_matches_pytorch(exported):
+    model, directory, config, x = exported
+    runner = OnnxDRNet(directory)
+    for batch in (1, 7):  # dynamic batch axis
+        images = x[:batch]
+        with torch.no_grad():
+            scores = model.predict_logits(images).numpy()
+            assert np.abs(runner.predictor.run(None, {'images': images.numpy()})[0] - scores).max() < 1e-4
+            for j, session in enumerate(runner.backbones):
+                logits = model(images, resolution_index=j).numpy()
+                assert np.abs(session.run(None, {'images': images.numpy()})[0] - logits).max() < 1e-4
+
+
+def test_runner_routes_like_the_model(exported):
+    model, directory, config, x = exported
+    with torch.no_grad():
+        out = model.forward_routed(x)
+    assert len(out.resolution_index.unique()) == model.num_resolutions  # every graph is exercised
+    result = OnnxDRNet(directory).forward_routed(x.numpy())
+    assert result.resolution_index.tolist() == out.resolution_index.tolist()
+    assert np.abs(result.logits - out.logits.numpy()).max() < 1e-4
+    np.testing.assert_allclose(result.scores, model.predict_logits(x).detach().numpy(), atol=1e-4)
+
+
+def test_graphs_hold_folded_private_norms(exported):
+    model, directory, config, x = exported
+    weights = []
+    for name in config['backbones']:
+        graph = onnx.load(str(directory / name))
+        ops = {node.op_type for node in graph.graph.node}
+        assert 'BatchNormalization' not in ops and 'Conv' in ops
+        assert graph.graph.input[0].type.tensor_type.shape.dim[0].dim_param == 'batch'
+        conv = next(n for n in graph.graph.node if n.op_type == 'Conv')
+        init = {i.name: i for i in graph.graph.initializer}
+        weights.append(onnx.numpy_helper.to_array(init[conv.input[1]]))
+    # the first conv's weight carries each resolution's own BN statistics
+    assert not np.allclose(weights[0], weights[1]) and not np.allclose(weights[1], weights[2])
+    assert config['resolutions'] == list(model.resolutions) and config['cost_table']['unit'] == 'gmacs'
+
+
+def test_runner_errors(exported, tmp_path):
+    model, directory, config, x = exported
+    runner = OnnxDRNet(directory)
+    with pytest.raises(ValueError, match=r'\(B, 3, 96, 96\)'):
+        runner(np.zeros((2, 3, 64, 64), np.float32))
+    with pytest.raises(TypeError, match='floating point'):
+        runner(np.zeros((2, 3, SIZE, SIZE), np.uint8))
+    assert runner(np.zeros((0, 3, SIZE, SIZE), np.float32)).shape == (0, model.num_classes)
+    with pytest.raises(FileNotFoundError, match='export_onnx'):
+        OnnxDRNet(tmp_path)

@@ -1,0 +1,182 @@
+""" ONNX export of a DRNet, and a runner that routes images through the exported graphs
+
+A static graph cannot send each image to its own resolution, so the predictor and the backbone at
+each candidate resolution are exported as separate graphs, and ``OnnxDRNet`` does the routing in
+Python as ``DRNet`` does in eval mode: predictor scores -> argmax -> each resolution's images through
+that resolution's graph -> logits back in input order.
+
+Every graph takes the full-size image batch (dynamic batch axis) and resizes inside the graph with
+``TapResize`` (PyTorch's antialiased bilinear kernel as fixed taps, which ONNX ``Resize`` cannot
+reproduce). A backbone graph holds that resolution's private batch norms folded into the convolutions;
+the predictor graph adds the resolution bias, so a budget set with ``set_budget`` is exported too.
+"""
+import copy
+import json
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict, NamedTuple, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from .layers import TapResize, fold_batch_norms, select_resolution_bn
+
+if TYPE_CHECKING:
+    from .drnet import DRNet
+
+__all__ = ['export_onnx', 'OnnxDRNet', 'OnnxDRNetOutput', 'ONNX_CONFIG_NAME']
+
+ONNX_CONFIG_NAME = 'drnet_onnx.json'
+_FORMAT = 'timm-drnet-onnx'
+
+
+class _ResizedGraph(nn.Module):
+    """Resize from the input size, run ``net``, add ``bias`` (the predictor's resolution bias) if given."""
+
+    def __init__(self, resize: nn.Module, net: nn.Module, bias: Optional[torch.Tensor] = None):
+        super().__init__()
+        self.resize = resize
+        self.net = net
+        self.register_buffer('bias', bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.net(self.resize(x))
+        return x if self.bias is None else x + self.bias
+
+
+def _graph(net: nn.Module, in_size: Tuple[int, int], out_size: Tuple[int, int], in_chans: int,
+           fold_bn: bool, bias: Optional[torch.Tensor] = None) -> nn.Module:
+    net = net.float().cpu().eval()
+    if fold_bn:
+        fold_batch_norms(net, torch.randn(2, in_chans, *out_size))
+    return _ResizedGraph(TapResize(in_size, out_size), net, bias).eval()
+
+
+def export_onnx(
+        model: 'DRNet',
+        directory: Union[str, Path],
+        input_size: Optional[Sequence[int]] = None,
+        opset_version: int = 17,
+        fold_bn: bool = True,
+) -> Dict[str, Any]:
+    """ Write ``predictor.onnx``, ``backbone_{j}.onnx`` per resolution and ``drnet_onnx.json`` to ``directory``.
+
+    Graphs take float32 image batches of ``input_size`` (C, H, W; default the model's) with a dynamic
+    batch axis: the predictor graph returns scores (B, m), resolution bias included; backbone graph j the
+    logits (B, num_classes) at candidate j. ``fold_bn`` folds each resolution's private batch norms into
+    the convolutions. The model is left untouched (export works on CPU float32 copies). Returns the config
+    written to ``drnet_onnx.json``, which ``OnnxDRNet`` reads.
+    """
+    input_size = tuple(int(s) for s in (input_size or model.default_input_size()))
+    if len(input_size) != 3:
+        raise ValueError(f'input_size must be (C, H, W), got {input_size}')
+    example = torch.randn(2, *input_size)
+    model.check_input(example)
+    in_size, in_chans = input_size[1:], input_size[0]
+    sizes = model.candidate_sizes(*in_size)
+    graphs = {'predictor.onnx': _graph(
+        copy.deepcopy(model.predictor), in_size, (model.predictor_size,) * 2, in_chans, fold_bn,
+        model.resolution_bias.detach().float().cpu().clone())}
+    for j, size in enumerate(sizes):
+        backbone = select_resolution_bn(copy.deepcopy(model.backbone), j)
+        graphs[f'backbone_{j}.onnx'] = _graph(backbone, in_size, size, in_chans, fold_bn)
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, graph in graphs.items():
+        output = 'scores' if name == 'predictor.onnx' else 'logits'
+        with warnings.catch_warnings():
+            # the TorchScript exporter: it needs no onnxscript and handles every op these graphs hold
+            warnings.filterwarnings('ignore', 'You are using the legacy TorchScript-based ONNX export')
+            warnings.filterwarnings('ignore', 'The feature will be removed')
+            torch.onnx.export(
+                graph, (example,), str(directory / name), dynamo=False, opset_version=opset_version,
+                input_names=['images'], output_names=[output],
+                dynamic_axes={'images': {0: 'batch'}, output: {0: 'batch'}},
+            )
+    try:
+        cost_table = model.cost_table(input_size).to_dict()
+    except KeyError:  # a measured (ms) table exists for other input sizes only
+        cost_table = None
+    pretrained_cfg = getattr(model, 'pretrained_cfg', None) or {}
+    config = dict(
+        format=_FORMAT,
+        input_size=list(input_size),
+        resolutions=list(model.resolutions),
+        candidate_sizes=[list(s) for s in sizes],
+        num_classes=model.num_classes,
+        predictor='predictor.onnx',
+        backbones=[f'backbone_{j}.onnx' for j in range(len(sizes))],
+        cost_table=cost_table,
+        mean=list(pretrained_cfg['mean']) if 'mean' in pretrained_cfg else None,  # input normalisation
+        std=list(pretrained_cfg['std']) if 'std' in pretrained_cfg else None,
+    )
+    (directory / ONNX_CONFIG_NAME).write_text(json.dumps(config, indent=2))
+    return config
+
+
+class OnnxDRNetOutput(NamedTuple):
+    """Logits plus the routing record of one ``OnnxDRNet`` call (numpy arrays)."""
+    logits: np.ndarray  # (B, num_classes), in the input order
+    resolution_index: np.ndarray  # (B,) chosen candidate per image (0 = largest)
+    scores: np.ndarray  # (B, m) predictor scores, resolution bias included
+
+
+class OnnxDRNet:
+    """ Routes image batches through graphs written by ``export_onnx``, with onnxruntime.
+
+    Args:
+        directory: folder holding ``drnet_onnx.json`` and the graphs.
+        providers: onnxruntime execution providers, default ``['CPUExecutionProvider']``.
+    """
+
+    def __init__(self, directory: Union[str, Path], providers: Optional[Sequence[str]] = None):
+        try:
+            import onnxruntime
+        except ImportError as e:
+            raise ImportError('OnnxDRNet needs onnxruntime: pip install "timm-drnet[onnx]"') from e
+        directory = Path(directory)
+        config_file = directory / ONNX_CONFIG_NAME
+        if not config_file.is_file():
+            raise FileNotFoundError(f'No {ONNX_CONFIG_NAME} in {directory}: write one with timm_drnet.export_onnx')
+        self.config = json.loads(config_file.read_text())
+        if self.config.get('format') != _FORMAT:
+            raise ValueError(f'{config_file} is not a timm-drnet ONNX export config')
+        self.input_size = tuple(self.config['input_size'])
+        self.num_classes = int(self.config['num_classes'])
+        providers = list(providers or ['CPUExecutionProvider'])
+        self.predictor = onnxruntime.InferenceSession(str(directory / self.config['predictor']), providers=providers)
+        self.backbones = [onnxruntime.InferenceSession(str(directory / name), providers=providers)
+                          for name in self.config['backbones']]
+
+    @property
+    def num_resolutions(self) -> int:
+        return len(self.backbones)
+
+    def _check(self, images: np.ndarray) -> np.ndarray:
+        images = np.asarray(images)
+        if images.ndim != 4 or tuple(images.shape[1:]) != self.input_size:
+            raise ValueError(f'The exported DRNet takes image batches shaped (B, {", ".join(map(str, self.input_size))}), '
+                             f'got {images.shape}')
+        if not np.issubdtype(images.dtype, np.floating):
+            raise TypeError(f'Expected normalised floating point images, got {images.dtype}')
+        return np.ascontiguousarray(images, dtype=np.float32)
+
+    def forward_routed(self, images: np.ndarray) -> OnnxDRNetOutput:
+        """Logits plus the chosen resolution and predictor scores of each image."""
+        x = self._check(images)
+        if x.shape[0] == 0:
+            return OnnxDRNetOutput(np.zeros((0, self.num_classes), np.float32), np.zeros(0, np.int64),
+                                   np.zeros((0, self.num_resolutions), np.float32))
+        scores = self.predictor.run(None, {'images': x})[0]
+        index = scores.argmax(1)
+        logits = np.empty((x.shape[0], self.num_classes), dtype=np.float32)
+        for j in np.unique(index):
+            chosen = np.flatnonzero(index == j)
+            logits[chosen] = self.backbones[j].run(None, {'images': x[chosen]})[0]
+        return OnnxDRNetOutput(logits, index, scores)
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        """Logits (B, num_classes), each image at its predicted resolution."""
+        return self.forward_routed(images).logits
