@@ -233,11 +233,12 @@ class DRNet(nn.Module):
         """ ``torch.compile`` the predictor and the backbone at each resolution, used in eval mode.
 
         Routing (argmax, split by resolution, scatter) stays eager between the compiled regions. Each
-        region sees static spatial sizes and a dynamic batch dimension, so one graph per resolution plus
-        one for the predictor serve every group size after a warm-up call at each resolution (on CPU, the
-        convolution backend chosen for batches of 16+ may add one graph per resolution). A new input
-        size, dtype or memory format compiles new graphs. Training mode runs eagerly.
-        ``compile_kwargs`` go to ``torch.compile`` (``backend``, ``mode``, ...).
+        region sees static spatial sizes and a size-oblivious dynamic batch dimension, so one graph per
+        resolution plus one for the predictor serve every group size after a warm-up call at each
+        resolution. Exception: on CPU, PyTorch picks the convolution backend by batch size, which adds a
+        graph per batch-size bucket (torch 2.14: 16+ images; with inductor also a single image), so warm
+        up with the batch sizes you serve. A new input size, dtype or memory format compiles new graphs;
+        training mode runs eagerly. ``compile_kwargs`` go to ``torch.compile`` (``backend``, ``mode``, ...).
         """
         self._compiled = {name: torch.compile(getattr(type(self), name), **compile_kwargs)
                           for name in ('_predictor_scores', '_backbone_at')}

@@ -1,0 +1,101 @@
+""" Inference paths: torch.compile without recompilation, channels_last, bf16 autocast training and eval."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+from torch._dynamo.utils import counters
+
+from timm_drnet import DRNetLoss
+
+SIZE = 96
+
+
+def routed(model, x):
+    with torch.no_grad():
+        return model.forward_routed(x)
+
+
+def test_compile_one_graph_per_resolution_without_recompiles(warm_drnet, varied_images, device):
+    """After one warm-up call per resolution, batches of other sizes and routings reuse the graphs.
+
+    CPU runs the dynamo + AOT autograd stack with the 'aot_eager' backend (its guards decide recompiles;
+    inductor's C++ codegen would take minutes here); CUDA runs inductor.
+    """
+    torch._dynamo.reset()
+    model = warm_drnet().to(device)
+    eager = copy.deepcopy(model)
+    model.compile_for_inference(backend='inductor' if device.type == 'cuda' else 'aot_eager')
+    x = varied_images(40, SIZE).to(device)
+    counters.clear()
+    with torch.no_grad():
+        model.predict_logits(x[:3])
+        for j in range(model.num_resolutions):
+            model(x[:3], resolution_index=j)
+    graphs, frames = counters['stats']['unique_graphs'], counters['frames']['total']
+    assert graphs == model.num_resolutions + 1  # predictor + one per resolution
+
+    g = torch.Generator().manual_seed(0)
+    seen = set()
+    for batch in [1, 2, 5, 9, 13, 1, 7]:
+        bias = torch.randn(model.num_resolutions, generator=g).to(device)
+        model.resolution_bias.copy_(bias)
+        eager.resolution_bias.copy_(bias)
+        images = x[torch.randperm(len(x), generator=g)[:batch].to(device)]
+        out, ref = routed(model, images), routed(eager, images)
+        assert torch.equal(out.resolution_index, ref.resolution_index)
+        torch.testing.assert_close(out.logits, ref.logits, rtol=1e-4, atol=1e-5)
+        seen.update(torch.bincount(out.resolution_index, minlength=3).tolist())  # group sizes met
+    assert len(seen) >= 5  # groups of many different sizes went through the compiled graphs
+    assert counters['stats']['unique_graphs'] == graphs and counters['frames']['total'] == frames
+
+    model.train()  # training runs eagerly: no new graph
+    model(x[:4])
+    assert counters['frames']['total'] == frames
+
+
+def test_channels_last_gives_the_same_logits(warm_drnet, varied_images, device):
+    model = warm_drnet().to(device)
+    x = varied_images(12, SIZE).to(device)
+    ref = routed(model, x)
+    model = model.to(memory_format=torch.channels_last)
+    conv = next(m for m in model.backbone.modules() if isinstance(m, nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    out = routed(model, x.contiguous(memory_format=torch.channels_last))
+    assert len(ref.resolution_index.unique()) > 1
+    assert torch.equal(out.resolution_index, ref.resolution_index)
+    torch.testing.assert_close(out.logits, ref.logits, rtol=1e-4, atol=1e-5)
+
+
+def test_bf16_autocast_train_step_and_eval(warm_drnet, varied_images, device):
+    model = warm_drnet().to(device).train()
+    x = varied_images(8, SIZE).to(device)
+    target = torch.arange(8, device=device) % model.num_classes
+    table = model.cost_table((3, SIZE, SIZE))
+    loss_fn = DRNetLoss(alpha=min(table.backbone), eta=1.0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = [p.detach().clone() for p in model.parameters()]
+    with torch.autocast(device.type, dtype=torch.bfloat16):
+        out = model.forward_routed(x)
+        loss = loss_fn(out.logits, target, out.hard, table.backbone)
+    assert out.logits.dtype == torch.bfloat16 and torch.isfinite(loss.total)
+    loss.total.backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert sum(p.grad.abs().sum() for p in model.predictor.parameters()) > 0
+    optimizer.step()
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert any(not torch.equal(p, b) for p, b in zip(model.parameters(), before))
+
+    model.eval()
+    with torch.no_grad():
+        for j in range(model.num_resolutions):
+            ref = model(x, resolution_index=j).float()
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                low = model(x, resolution_index=j).float()
+            assert (low - ref).abs().max() <= 0.05 * max(1., ref.abs().max().item())
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            out = model.forward_routed(x)
+            per_resolution = [model(x, resolution_index=j) for j in range(model.num_resolutions)]
+    expected = torch.stack([per_resolution[j][i] for i, j in enumerate(out.resolution_index.tolist())])
+    torch.testing.assert_close(out.logits, expected, rtol=0.02, atol=0.02)
