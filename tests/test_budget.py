@@ -89,7 +89,7 @@ def test_too_few_images_for_the_tolerance(model, varied_images):
     assert torch.count_nonzero(model.resolution_bias) == 0
 
 
-def test_bias_is_saved_in_the_state_dict(model, varied_images, warm_drnet):
+def test_bias_is_saved_in_the_state_dict(model, varied_images):
     x = varied_images(32, SIZE)
     lo, hi = reachable(model.cost_table((3, SIZE, SIZE)))
     model.set_budget(lo + 0.4 * (hi - lo), x)

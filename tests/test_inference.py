@@ -1,7 +1,6 @@
 """ Inference paths: torch.compile without recompilation, channels_last, bf16 autocast training and eval."""
 import copy
 
-import pytest
 import torch
 from torch import nn
 from torch._dynamo.utils import counters
@@ -17,10 +16,11 @@ def routed(model, x):
 
 
 def test_compile_one_graph_per_resolution_without_recompiles(warm_drnet, varied_images, device):
-    """After one warm-up call per resolution, batches of other sizes and routings reuse the graphs.
+    """After warm-up calls at each resolution, batches of other sizes and routings reuse the graphs.
 
-    CPU runs the dynamo + AOT autograd stack with the 'aot_eager' backend (its guards decide recompiles;
-    inductor's C++ codegen would take minutes here); CUDA runs inductor.
+    CPU runs the dynamo + AOT autograd stack with the 'aot_eager' backend, whose guards decide
+    recompiles (inductor's C++ codegen takes over a minute here, and on CPU it adds a graph for single
+    images, see ``compile_for_inference``); CUDA runs inductor and may hold a graph per batch bucket.
     """
     torch._dynamo.reset()
     model = warm_drnet().to(device)
@@ -29,11 +29,15 @@ def test_compile_one_graph_per_resolution_without_recompiles(warm_drnet, varied_
     x = varied_images(40, SIZE).to(device)
     counters.clear()
     with torch.no_grad():
-        model.predict_logits(x[:3])
-        for j in range(model.num_resolutions):
-            model(x[:3], resolution_index=j)
+        for batch in (3, 1):
+            model.predict_logits(x[:batch])
+            for j in range(model.num_resolutions):
+                model(x[:batch], resolution_index=j)
     graphs, frames = counters['stats']['unique_graphs'], counters['frames']['total']
-    assert graphs == model.num_resolutions + 1  # predictor + one per resolution
+    if device.type == 'cpu':
+        assert graphs == model.num_resolutions + 1  # predictor + one per resolution, any batch size
+    else:
+        assert graphs <= 2 * (model.num_resolutions + 1)
 
     g = torch.Generator().manual_seed(0)
     seen = set()

@@ -157,8 +157,8 @@ class OnnxDRNet:
     def _check(self, images: np.ndarray) -> np.ndarray:
         images = np.asarray(images)
         if images.ndim != 4 or tuple(images.shape[1:]) != self.input_size:
-            raise ValueError(f'The exported DRNet takes image batches shaped (B, {", ".join(map(str, self.input_size))}), '
-                             f'got {images.shape}')
+            shape = ', '.join(map(str, self.input_size))
+            raise ValueError(f'The exported DRNet takes image batches shaped (B, {shape}), got {images.shape}')
         if not np.issubdtype(images.dtype, np.floating):
             raise TypeError(f'Expected normalised floating point images, got {images.dtype}')
         return np.ascontiguousarray(images, dtype=np.float32)
