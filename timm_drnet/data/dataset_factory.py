@@ -1,0 +1,84 @@
+""" Dataset factory
+
+timm's ``create_dataset`` (ImageFolder, tar, ``torch/``, ``hfds/`` ... data sets) plus the built-in
+``synthetic`` set, which is the default when no data folder is given. Data problems a user can fix
+(a missing folder, a folder without images) raise errors that say what is wrong and what to do.
+"""
+import os
+from typing import Any, List, Optional
+
+import torch.utils.data
+from timm.data import create_dataset as timm_create_dataset
+
+from .synthetic import SYNTHETIC_DATA_CONFIG, SyntheticTextures
+
+__all__ = ['create_dataset', 'dataset_classes', 'is_synthetic', 'apply_synthetic_defaults', 'SYNTHETIC_NAME']
+
+SYNTHETIC_NAME = 'synthetic'
+_TRAIN_SPLITS = ('train', 'training')
+_EVAL_SPLITS = ('val', 'valid', 'validation', 'eval', 'evaluation', 'test')
+
+
+def create_dataset(
+        name: str,
+        root: Optional[str],
+        split: str,
+        is_training: bool = False,
+        img_size: int = 64,
+        num_samples: int = 6000,
+        **kwargs,
+) -> torch.utils.data.Dataset:
+    """ Data set ``name`` (timm naming) at ``root``; with no name and no root, the built-in synthetic set.
+
+    ``img_size`` and ``num_samples`` size the synthetic set (always the same images for the same size);
+    ``kwargs`` go to timm's
+    ``create_dataset`` (``batch_size``, ``download``, ``class_map``, ...).
+    """
+    if is_synthetic(name, root):
+        split_name = split.split('[')[0].lower()
+        if split_name in _TRAIN_SPLITS:
+            synthetic_split = 'train'
+        elif split_name in _EVAL_SPLITS:
+            synthetic_split = 'validation'
+        else:
+            raise ValueError(f"Unknown split '{split}' for the synthetic data set; use 'train' or 'validation'.")
+        return SyntheticTextures(synthetic_split, num_samples=num_samples, img_size=img_size)
+
+    if root and not os.path.exists(root):
+        raise FileNotFoundError(f"Data folder '{root}' does not exist; point --data-dir at an existing folder "
+                                f"(an ImageFolder layout: <data-dir>/{split}/<class>/<image>), or omit "
+                                f"--data-dir to use the built-in synthetic data set.")
+    try:
+        dataset = timm_create_dataset(name, root=root, split=split, is_training=is_training, **kwargs)
+    except RuntimeError as e:
+        if 'Found 0 images' not in str(e):
+            raise
+        raise ValueError(f"No images found in '{root}' for split '{split}': expected an ImageFolder layout "
+                         f"<data-dir>/{split}/<class>/<image>.jpg (or <data-dir>/<class>/<image>.jpg). Point "
+                         f"--data-dir at a folder with images, or omit it for the built-in synthetic data "
+                         f"set.") from e
+    if len(dataset) == 0:
+        raise ValueError(f"Data set '{name or root}' split '{split}' has no images; check --data-dir and "
+                         f"the split name.")
+    return dataset
+
+
+def dataset_classes(dataset: torch.utils.data.Dataset) -> Optional[List[str]]:
+    """Class names in label order (class folders, ``classes``), or None when the data set does not say."""
+    class_to_idx = getattr(getattr(dataset, 'reader', None), 'class_to_idx', None)
+    if class_to_idx:
+        return [name for name, _ in sorted(class_to_idx.items(), key=lambda kv: kv[1])]
+    classes = getattr(dataset, 'classes', None)
+    return [str(c) for c in classes] if classes else None
+
+
+def is_synthetic(name: str, root: Optional[str]) -> bool:
+    """True when ``name`` / ``root`` select the built-in synthetic set."""
+    return name == SYNTHETIC_NAME or (not name and not root)
+
+
+def apply_synthetic_defaults(args: Any) -> None:
+    """Fill the synthetic set's data config (64 px, no crop zoom, ...) into ``args`` fields left unset."""
+    for key, value in SYNTHETIC_DATA_CONFIG.items():
+        if getattr(args, key, None) in (None, ''):
+            setattr(args, key, value)
