@@ -8,6 +8,10 @@ with h the straight-through hard Gumbel-softmax selection, so the predictor rece
 the soft relaxation. ``DRNetLoss`` adds it to the classification loss: L = L_ce + eta * L_reg (eq. 8).
 C_j is the backbone's cost at resolution j (the predictor's fixed cost is outside the regulariser, as
 in the paper), so ``alpha`` is a target for the backbone's average cost in the cost table's unit.
+
+``two_sided=True`` (not in the paper) penalises |E[F] - alpha| instead, holding the average at alpha rather
+than only capping it: with the cap alone, a classification loss that favours some resolution regardless
+of the image (the straight-through gradient rewards less confident branches) can drive every image there.
 """
 from typing import NamedTuple, Optional, Sequence, Union
 
@@ -19,14 +23,15 @@ __all__ = ['FlopsLoss', 'DRNetLoss', 'DRNetLossParts']
 
 
 class FlopsLoss(nn.Module):
-    """ eta * max(0, (mean_i sum_j C_j h_ij - alpha) / (C_max - C_min))."""
+    """ eta * max(0, (mean_i sum_j C_j h_ij - alpha) / (C_max - C_min)); with ``two_sided`` eta * |...|."""
 
-    def __init__(self, alpha: float, eta: float = 1.0):
+    def __init__(self, alpha: float, eta: float = 1.0, two_sided: bool = False):
         super().__init__()
         if eta < 0:
             raise ValueError(f'FLOPs loss weight eta must be >= 0, got {eta}')
         self.alpha = float(alpha)
         self.eta = float(eta)
+        self.two_sided = two_sided
 
     def forward(self, hard: torch.Tensor, costs: Union[torch.Tensor, Sequence[float]]) -> torch.Tensor:
         """``hard``: (B, m) selection weights; ``costs``: the m backbone costs C_j."""
@@ -36,8 +41,8 @@ class FlopsLoss(nn.Module):
         span = costs.max() - costs.min()
         if span <= 0:
             raise ValueError('FlopsLoss needs candidate resolutions with different costs (C_max > C_min).')
-        expected = (hard @ costs).mean()
-        return self.eta * F.relu((expected - self.alpha) / span)
+        gap = ((hard @ costs).mean() - self.alpha) / span
+        return self.eta * (gap.abs() if self.two_sided else F.relu(gap))
 
 
 class DRNetLossParts(NamedTuple):
@@ -49,10 +54,11 @@ class DRNetLossParts(NamedTuple):
 class DRNetLoss(nn.Module):
     """ Classification loss (cross-entropy unless another timm loss is given) plus the FLOPs regulariser."""
 
-    def __init__(self, alpha: float, eta: float = 1.0, base_loss: Optional[nn.Module] = None):
+    def __init__(self, alpha: float, eta: float = 1.0, base_loss: Optional[nn.Module] = None,
+                 two_sided: bool = False):
         super().__init__()
         self.base_loss = base_loss if base_loss is not None else nn.CrossEntropyLoss()
-        self.flops_loss = FlopsLoss(alpha, eta)
+        self.flops_loss = FlopsLoss(alpha, eta, two_sided)
 
     def forward(
             self,
