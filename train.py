@@ -98,8 +98,8 @@ group.add_argument('--model-kwargs', nargs='*', default=None, action=ParseKwargs
                    help='create_model keyword arguments, e.g. backbone=resnet18 (default: the checkpoint\'s, '
                         'else ' + ' '.join(f'{k}={v}' for k, v in DEFAULT_MODEL_KWARGS.items()) +
                         f' for --model {DEFAULT_MODEL})')
-group.add_argument('--pretrained', action='store_true', default=False,
-                   help='start from the backbone\'s pretrained timm weights (copied into every BN branch)')
+add_bool_arg(group, 'pretrained', default=False,
+             help='start from the backbone\'s pretrained timm weights, copied into every BN branch (default: off)')
 group.add_argument('--pretrained-path', default=None, type=str,
                    help='load these weights (a backbone or DRNet file) instead of the hub\'s with --pretrained')
 group.add_argument('--initial-checkpoint', default='', type=str, metavar='PATH',
@@ -705,14 +705,14 @@ def main() -> None:
     try:
         s = setup(args, device)
     except (ValueError, FileNotFoundError, timm_drnet.UnsafeCheckpointError) as e:
-        _logger.error(f'error: {e}')
+        _logger.error(str(e))
         sys.exit(2)
     model = s['model'].to(device)
     resume = s['ckpt'] if args.resume else None
     stages = STAGES if args.stage == 'both' else (args.stage,)
     if resume is not None:
         if resume['stage'] not in stages:
-            _logger.error(f'error: {args.resume} is a stage-{resume["stage"]} checkpoint, this run trains stage '
+            _logger.error(f'{args.resume} is a stage-{resume["stage"]} checkpoint, this run trains stage '
                           f'{args.stage}; to start stage {args.stage} from its weights use --initial-checkpoint.')
             sys.exit(2)
         stages = stages[stages.index(resume['stage']):]
@@ -732,7 +732,7 @@ def main() -> None:
             model_ema = train_stage(stage, model, loaders, args, args_text, device, stage_dir, s['data_config'],
                                     stage_resume)
     except ValueError as e:
-        _logger.error(f'error: {e}')
+        _logger.error(str(e))
         sys.exit(2)
     except NonFiniteLossError as e:
         last = stage_dir / 'last.pth.tar'

@@ -251,7 +251,7 @@ def main() -> None:
     try:
         validate(args)
     except (ValueError, FileNotFoundError, timm_drnet.UnsafeCheckpointError) as e:
-        _logger.error(f'error: {e}')
+        _logger.error(str(e))
         sys.exit(2)
 
 

@@ -104,7 +104,7 @@ def render_image(
 
     img = mask * fg + (1 - mask) * bg + noise * rng.standard_normal((size, size, 3), dtype=np.float32)
     img = (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
-    return img, dict(diameter=diameter, period=period)
+    return img, dict(diameter=diameter, period=period, cx=float(cx), cy=float(cy))
 
 
 class SyntheticTextures(torch.utils.data.Dataset):

@@ -1,0 +1,95 @@
+""" Killing training with SIGKILL mid-epoch loses at most that epoch, and checkpoints are never half-written. """
+import csv
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import torch
+
+from timm_drnet.checkpoint import load_training_checkpoint
+
+from script_runner import REPO, run_script, script_env
+
+ARGS = ['--stage', 'multires', '--synthetic-samples', '320', '64', '-b', '32', '--epochs', '3', '--workers', '0',
+        '--log-interval', '1', '--model-ema', '--model-ema-decay', '0.9']
+
+
+def _kill_mid_epoch(output, epoch: int, step: int) -> None:
+    """Start training and SIGKILL it once the log shows ``step`` of (1-based) ``epoch``."""
+    proc = subprocess.Popen([sys.executable, str(REPO / 'train.py'), *ARGS, '--output', str(output),
+                             '--experiment', 'run'], cwd=REPO,
+                            env=script_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    marker = f'Train [multires] epoch {epoch}/3 [{step:>4d}/10'
+    try:
+        for line in proc.stderr:
+            if marker in line:
+                proc.send_signal(signal.SIGKILL)
+                break
+        proc.wait(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == -signal.SIGKILL, 'training ended before it could be killed'
+
+
+def _rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
+    full = run_script('train.py', [*ARGS, '--output', tmp_path / 'full', '--experiment', 'run'])
+    assert full.returncode == 0, full.stderr[-3000:]
+
+    _kill_mid_epoch(tmp_path / 'killed', epoch=2, step=5)
+    last = tmp_path / 'killed' / 'run' / 'multires' / 'last.pth.tar'
+    saved = torch.load(last, map_location='cpu', weights_only=True)  # complete and loadable
+    assert saved['epoch'] == 0, 'only the unfinished second epoch may be lost'
+
+    resumed = run_script('train.py', [*ARGS, '--resume', last])  # continues in the checkpoint's folder
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert 'Resumed stage multires after epoch 1 of 3' in resumed.stderr
+
+    a = load_training_checkpoint(tmp_path / 'full' / 'run' / 'multires' / 'last.pth.tar')
+    b = load_training_checkpoint(last)
+    assert a['epoch'] == b['epoch'] == 2
+    for key in ('state_dict', 'state_dict_ema'):
+        for name, value in a[key].items():
+            assert torch.equal(value, b[key][name]), f'{key}: {name}'
+    for pa, pb in zip(a['optimizer']['state'].values(), b['optimizer']['state'].values()):
+        assert torch.equal(pa['momentum_buffer'], pb['momentum_buffer'])
+    assert a['scheduler'] == b['scheduler']
+    rows_a = _rows(tmp_path / 'full' / 'run' / 'multires' / 'summary.csv')
+    rows_b = _rows(tmp_path / 'killed' / 'run' / 'multires' / 'summary.csv')
+    assert [r['epoch'] for r in rows_b] == ['0', '1', '2']
+    assert rows_a == rows_b
+
+
+_WRITER = textwrap.dedent('''
+    import sys, torch
+    from timm_drnet.checkpoint import atomic_torch_save
+    path = sys.argv[1]
+    i = 0
+    while True:
+        i += 1
+        atomic_torch_save({'i': i, 'payload': torch.full((8_000_000,), float(i))}, path)
+''')
+
+
+def test_killed_writer_never_leaves_a_partial_checkpoint(tmp_path):
+    path = tmp_path / 'last.pth.tar'
+    rng = random.Random(0)
+    completed = 0
+    for _ in range(3):
+        proc = subprocess.Popen([sys.executable, '-c', _WRITER, str(path)], cwd=REPO, env=script_env())
+        time.sleep(rng.uniform(2.0, 3.5))  # past the imports, into a stream of 32 MB writes
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if not path.exists():
+            continue
+        state = torch.load(path, map_location='cpu', weights_only=True)
+        assert torch.equal(state['payload'], torch.full((8_000_000,), float(state['i']))), 'partial checkpoint'
+        completed += 1
+    assert completed >= 2
