@@ -8,6 +8,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
+import timm_drnet
 from timm_drnet.checkpoint import load_training_checkpoint
 from timm_drnet.config import DEFAULT_MODEL, DEFAULT_MODEL_KWARGS, build_drnet
 from timm_drnet.data import SyntheticTextures
@@ -147,3 +148,13 @@ def test_nan_loss_stops_with_a_message_naming_the_step(tmp_path):
     assert 'Traceback' not in proc.stderr
     assert 'the training loss became' in proc.stderr and 'stage multires, epoch 0, step' in proc.stderr
     assert not (tmp_path / 'nan' / 'multires' / 'last.pth.tar').exists()
+
+
+def test_two_sided_flops_loss_penalises_both_sides_of_alpha():
+    costs = (4.0, 2.0, 1.0)
+    cheap = torch.tensor([[0., 0., 1.], [0., 0., 1.]])  # average 1.0
+    dear = torch.tensor([[1., 0., 0.], [1., 0., 0.]])  # average 4.0
+    cap, held = timm_drnet.FlopsLoss(2.5, eta=0.5), timm_drnet.FlopsLoss(2.5, eta=0.5, two_sided=True)
+    assert cap(cheap, costs).item() == 0.0
+    assert held(cheap, costs).item() == pytest.approx(0.5 * (2.5 - 1.0) / 3.0)
+    assert cap(dear, costs).item() == pytest.approx(held(dear, costs).item()) == pytest.approx(0.5 * 1.5 / 3.0)
