@@ -223,6 +223,10 @@ class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint could not be written; the previous one is intact (writes are atomic)."""
+
+
 def _parse_args() -> Tuple[argparse.Namespace, str]:
     # Do we have a config file to parse?
     args_config, remaining = config_parser.parse_known_args()
@@ -285,7 +289,7 @@ def predictor_param_groups(model: nn.Module, weight_decay: float, predictor_lr_s
     return groups
 
 
-def resolve_flops_target(flops_target: Optional[float], costs: Tuple[float, ...], unit: str) -> float:
+def resolve_flops_target(flops_target: Optional[float], costs: Tuple[float, ...], unit: str, two_sided: bool) -> float:
     """ alpha for the FLOPs loss: the given target, checked to be reachable, or the candidates' mean cost."""
     low, high = min(costs), max(costs)
     if flops_target is None:
@@ -296,8 +300,10 @@ def resolve_flops_target(flops_target: Optional[float], costs: Tuple[float, ...]
             f'costs {low:.4g} {unit} per image even at the smallest resolution. Choose a target between '
             f'{low:.4g} and {high:.4g} {unit} (candidate costs: {", ".join(f"{c:.4g}" for c in costs)}).')
     if flops_target >= high:
+        effect = 'pulls every image to the largest resolution' if two_sided else \
+            'is never active and routing learns accuracy only'
         _logger.warning(f'--flops-target {flops_target:g} {unit} is at or above the largest resolution\'s '
-                        f'{high:.4g} {unit}: the FLOPs loss is never active and routing learns accuracy only.')
+                        f'{high:.4g} {unit}: the FLOPs loss {effect}.')
     return flops_target
 
 
@@ -601,7 +607,7 @@ def train_stage(
     drnet_loss = None
     criterion = nn.CrossEntropyLoss(label_smoothing=args.smoothing)
     if stage == 'drnet':
-        alpha = resolve_flops_target(args.flops_target, costs.backbone, costs.unit)
+        alpha = resolve_flops_target(args.flops_target, costs.backbone, costs.unit, args.flops_two_sided)
         drnet_loss = timm_drnet.DRNetLoss(alpha=alpha, eta=args.flops_weight, base_loss=criterion,
                                           two_sided=args.flops_two_sided)
         if primary:
@@ -658,7 +664,14 @@ def train_stage(
             train_state.update(
                 stage=stage, scheduler=lr_scheduler.state_dict(), rng=rng_states,
                 drnet=drnet_config(model, args.model, args.model_kwargs, data_config['input_size']))
-            saver.save_checkpoint(epoch, metric=eval_metrics[args.eval_metric])
+            try:
+                saver.save_checkpoint(epoch, metric=eval_metrics[args.eval_metric])
+            except OSError as e:
+                previous = stage_dir / 'last.pth.tar'
+                kept = f'the previous checkpoint {previous} is intact' if previous.exists() else \
+                    'no earlier checkpoint exists'
+                raise CheckpointWriteError(f'could not write the epoch {epoch + 1} checkpoint to {stage_dir} ({e}); '
+                                           f'{kept}') from e
         lr_scheduler.step(epoch + 1, eval_metrics[args.eval_metric])
 
     if primary:
@@ -734,6 +747,9 @@ def main() -> None:
     except ValueError as e:
         _logger.error(str(e))
         sys.exit(2)
+    except CheckpointWriteError as e:
+        _logger.error(f'Training stopped: {e}. Free space or fix the folder, then resume.')
+        sys.exit(1)
     except NonFiniteLossError as e:
         last = stage_dir / 'last.pth.tar'
         kept = f'the last good checkpoint is {last}; resume from it' if last.exists() else \

@@ -93,3 +93,22 @@ def test_killed_writer_never_leaves_a_partial_checkpoint(tmp_path):
         assert torch.equal(state['payload'], torch.full((8_000_000,), float(state['i']))), 'partial checkpoint'
         completed += 1
     assert completed >= 2
+
+
+def test_failed_checkpoint_write_stops_training_and_keeps_the_previous_one(tmp_path):
+    """The epoch-2 save fails (its rename target is made a folder mid-run): clear error, epoch-1 file intact."""
+    stage_dir = tmp_path / 'run' / 'multires'
+    proc = subprocess.Popen([sys.executable, str(REPO / 'train.py'), *ARGS, '--output', str(tmp_path),
+                             '--experiment', 'run'], cwd=REPO, env=script_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if 'Train [multires] epoch 2/3 [   2/10' in line:
+            (stage_dir / 'tmp.pth.tar').mkdir()  # CheckpointSaver writes tmp.pth.tar, then renames it to last
+    proc.wait(timeout=120)
+    stderr = ''.join(lines)
+    assert proc.returncode == 1, stderr[-3000:]
+    assert 'Traceback' not in stderr and 'could not write the epoch 2 checkpoint' in stderr
+    assert 'the previous checkpoint' in stderr and 'is intact' in stderr
+    assert torch.load(stage_dir / 'last.pth.tar', map_location='cpu', weights_only=True)['epoch'] == 0
