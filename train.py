@@ -43,7 +43,7 @@ import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as NativeDDP
 
-from timm.data import create_loader, resolve_data_config
+from timm.data import resolve_data_config
 from timm.models import safe_model_name
 from timm.optim import create_optimizer_v2, optimizer_kwargs, param_groups_weight_decay
 from timm.scheduler import create_scheduler_v2, scheduler_kwargs
@@ -60,7 +60,9 @@ from timm_drnet.checkpoint import (
 from timm_drnet.config import (
     DEFAULT_MODEL, DEFAULT_MODEL_KWARGS, build_drnet, check_input_size, drnet_config, resolve_model_args,
 )
-from timm_drnet.data import SYNTHETIC_NAME, apply_synthetic_defaults, create_dataset, dataset_classes, is_synthetic
+from timm_drnet.data import (
+    SYNTHETIC_NAME, apply_synthetic_defaults, create_dataset, create_loader, dataset_classes, is_synthetic,
+)
 from timm_drnet.evaluate import collect_predictions, format_table, summarize
 
 _logger = logging.getLogger('train')
@@ -90,6 +92,9 @@ group.add_argument('--class-map', default='', type=str, metavar='FILENAME',
                    help='path to class to idx mapping file (default: "")')
 group.add_argument('--synthetic-samples', type=int, nargs=2, default=(6000, 2000), metavar=('TRAIN', 'VAL'),
                    help='images in the synthetic train / validation sets (default: 6000 2000)')
+group.add_argument('--strict-data', action='store_true', default=False,
+                   help='stop at the first unreadable image file, naming it (default: skip bad files with a warning '
+                        'each, replaced by the next readable file in training, left out in evaluation)')
 
 group = parser.add_argument_group('Model parameters')
 group.add_argument('--model', default=None, type=str, metavar='MODEL',
@@ -494,7 +499,7 @@ def setup(args: argparse.Namespace, device: torch.device) -> Dict[str, Any]:
     if is_synthetic(args.dataset, args.data_dir):
         apply_synthetic_defaults(args)
     img_size = (args.input_size or [args.img_size or 64])[-1]
-    dataset_kwargs = dict(img_size=img_size, class_map=args.class_map,
+    dataset_kwargs = dict(img_size=img_size, class_map=args.class_map, strict_data=args.strict_data,
                           download=args.dataset_download, batch_size=args.batch_size)
     dataset_train = create_dataset(args.dataset, root=args.data_dir, split=args.train_split, is_training=True,
                                    num_samples=args.synthetic_samples[0], **dataset_kwargs)

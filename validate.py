@@ -31,13 +31,16 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 import torch
-from timm.data import create_loader, resolve_data_config
+from timm.data import resolve_data_config
 from timm.utils import ParseKwargs, setup_default_logging
 
 import timm_drnet
 from timm_drnet.checkpoint import load_checkpoint_weights, load_training_checkpoint
 from timm_drnet.config import DEFAULT_MODEL, DEFAULT_MODEL_KWARGS, build_drnet, check_input_size, resolve_model_args
-from timm_drnet.data import SYNTHETIC_NAME, apply_synthetic_defaults, create_dataset, dataset_classes, is_synthetic
+from timm_drnet.data import (
+    SYNTHETIC_NAME, apply_synthetic_defaults, create_dataset, create_loader, dataset_classes, is_synthetic,
+    skipped_files,
+)
 from timm_drnet.evaluate import Example, collect_predictions, format_table, summarize
 
 _logger = logging.getLogger('validate')
@@ -54,6 +57,9 @@ parser.add_argument('--dataset-download', action='store_true', default=False,
 parser.add_argument('--class-map', default='', type=str, metavar='FILENAME', help='path to class to idx mapping file')
 parser.add_argument('--synthetic-samples', type=int, default=2000, metavar='N',
                     help='images in the synthetic validation set (default: 2000)')
+parser.add_argument('--strict-data', action='store_true', default=False,
+                    help='stop at the first unreadable image file, naming it (default: leave bad files out of the '
+                         'evaluation with a warning each)')
 parser.add_argument('--model', default=None, type=str, metavar='MODEL',
                     help=f'DRNet model name (default: the checkpoint\'s, else "{DEFAULT_MODEL}")')
 parser.add_argument('--model-kwargs', nargs='*', default=None, action=ParseKwargs,
@@ -181,7 +187,8 @@ def validate(args: argparse.Namespace) -> Dict[str, Any]:
     dataset = create_dataset(args.dataset, root=args.data_dir, split=args.split, is_training=False,
                              img_size=(args.input_size or [args.img_size or 64])[-1],
                              num_samples=args.synthetic_samples, class_map=args.class_map,
-                             download=args.dataset_download, batch_size=args.batch_size)
+                             strict_data=args.strict_data, download=args.dataset_download,
+                             batch_size=args.batch_size)
     classes = dataset_classes(dataset)
 
     flags = dict(resolutions=args.resolutions, predictor=args.predictor, predictor_size=args.predictor_size,
@@ -239,7 +246,8 @@ def validate(args: argparse.Namespace) -> Dict[str, Any]:
                       classes, plot_dir / 'examples.png')
         _logger.info(f'Plots written to {plot_dir}/accuracy_vs_gmacs.png and {plot_dir}/examples.png')
     result = dict(model=args.model, model_kwargs=args.model_kwargs, checkpoint=args.checkpoint,
-                  data=args.data_dir or SYNTHETIC_NAME, split=args.split, **summary)
+                  data=args.data_dir or SYNTHETIC_NAME, split=args.split, **summary,
+                  skipped_files=[b.path for b in skipped_files(loader)])
     if args.results_file:
         Path(args.results_file).write_text(json.dumps(result, indent=2))
     return result

@@ -2,14 +2,17 @@
 
 timm's ``create_dataset`` (ImageFolder, tar, ``torch/``, ``hfds/`` ... data sets) plus the built-in
 ``synthetic`` set, which is the default when no data folder is given. Data problems a user can fix
-(a missing folder, a folder without images) raise errors that say what is wrong and what to do.
+(a missing folder, a folder without images) raise errors that say what is wrong and what to do. Folder,
+tar and Hugging Face data sets (timm ``ImageDataset``) come wrapped in ``CheckedImageDataset``, so bad
+image files are skipped and named, or with ``strict_data`` stop the run (see ``bad_images``).
 """
 import os
 from typing import Any, List, Optional
 
 import torch.utils.data
-from timm.data import create_dataset as timm_create_dataset
+from timm.data import ImageDataset, create_dataset as timm_create_dataset
 
+from .bad_images import CheckedImageDataset
 from .synthetic import SYNTHETIC_DATA_CONFIG, SyntheticTextures
 
 __all__ = ['create_dataset', 'dataset_classes', 'is_synthetic', 'apply_synthetic_defaults', 'SYNTHETIC_NAME']
@@ -26,13 +29,15 @@ def create_dataset(
         is_training: bool = False,
         img_size: int = 64,
         num_samples: int = 6000,
+        strict_data: bool = False,
         **kwargs,
 ) -> torch.utils.data.Dataset:
     """ Data set ``name`` (timm naming) at ``root``; with no name and no root, the built-in synthetic set.
 
     ``img_size`` and ``num_samples`` size the synthetic set (always the same images for the same size);
-    ``kwargs`` go to timm's
-    ``create_dataset`` (``batch_size``, ``download``, ``class_map``, ...).
+    ``kwargs`` go to timm's ``create_dataset`` (``batch_size``, ``download``, ``class_map``, ...). An
+    ``ImageDataset`` is returned as a ``CheckedImageDataset``: in training a bad file is replaced by the
+    next readable one (with its own label), in evaluation left out; ``strict_data`` makes it an error.
     """
     if is_synthetic(name, root):
         split_name = split.split('[')[0].lower()
@@ -60,6 +65,8 @@ def create_dataset(
     if len(dataset) == 0:
         raise ValueError(f"Data set '{name or root}' split '{split}' has no images; check --data-dir and "
                          f"the split name.")
+    if isinstance(dataset, ImageDataset) and not dataset.load_bytes and dataset.additional_features is None:
+        dataset = CheckedImageDataset(dataset, split=split, replace_bad=is_training, strict=strict_data)
     return dataset
 
 
