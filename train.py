@@ -27,6 +27,7 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -35,7 +36,7 @@ from contextlib import suppress
 from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -232,6 +233,41 @@ class CheckpointWriteError(RuntimeError):
     """A checkpoint could not be written; the previous one is intact (writes are atomic)."""
 
 
+class TrainingInterrupted(Exception):
+    """SIGTERM stopped training after a checkpoint of the state at that point was written."""
+
+    def __init__(self, message: str, checkpoint: Path):
+        super().__init__(message)
+        self.checkpoint = checkpoint
+
+
+class EpochInterrupted(Exception):
+    """Raised by ``train_one_epoch`` after the step at which SIGTERM stops it: what resuming that step needs."""
+
+    def __init__(self, step: int, sums: torch.Tensor, rng_prev: Optional[Dict], rng_step: Dict):
+        super().__init__(f'interrupted after step {step}')
+        self.step, self.sums, self.rng_prev, self.rng_step = step, sums, rng_prev, rng_step
+
+
+class StopSignal:
+    """ SIGTERM sets ``requested``: training stops after the current step and writes a checkpoint first.
+
+    Further SIGTERMs are ignored, so a repeated signal cannot cut the checkpoint write short (SIGKILL still
+    ends the process at once). Loader workers forked later inherit the handler and keep serving batches until
+    the main process shuts them down.
+    """
+
+    def __init__(self):
+        self.requested = False
+        self._pid = os.getpid()
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if os.getpid() == self._pid and not self.requested:
+            _logger.warning('SIGTERM received: finishing the current step, then writing a checkpoint and exiting.')
+        self.requested = True
+
+
 def _parse_args() -> Tuple[argparse.Namespace, str]:
     # Do we have a config file to parse?
     args_config, remaining = config_parser.parse_known_args()
@@ -312,10 +348,60 @@ def resolve_flops_target(flops_target: Optional[float], costs: Tuple[float, ...]
     return flops_target
 
 
+def _collective_device() -> torch.device:
+    """Where tensors for collectives must live: NCCL takes CUDA tensors only."""
+    return torch.device('cuda', torch.cuda.current_device()) if dist.get_backend() == 'nccl' else torch.device('cpu')
+
+
+def _any_rank(flag: bool, distributed: bool) -> bool:
+    """True on every rank when ``flag`` is true on any."""
+    if not distributed:
+        return flag
+    t = torch.tensor([float(flag)], device=_collective_device())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def _gather(obj: Any, args: argparse.Namespace) -> List[Any]:
+    """``obj`` of every rank, in rank order (a one-element list without distributed training)."""
+    if not args.distributed:
+        return [obj]
+    objs = [None] * args.world_size
+    dist.all_gather_object(objs, obj)
+    return objs
+
+
+def epoch_batches(loader: Any, position: Optional[Dict[str, Any]]) -> Iterator[Tuple[int, Any]]:
+    """ ``enumerate(loader)``, or with ``position`` (of a SIGTERM checkpoint) its batches after ``position['step']``.
+
+    For a resumed epoch the RNG must hold the epoch's starting state (the interrupted run's) before the call.
+    The batches before the position are read again but not returned, so the sampler order and the loader
+    workers' augmentation RNG advance exactly as they did. The main process's RNG is set to the interrupted
+    run's state at the end of the step before the last one skipped, ahead of the read that (through timm's
+    prefetcher) loads the first batch returned, and to its state at the interruption after, so the rest of
+    the epoch, loaded with ``--workers 0`` or not, is the same as in a run never stopped.
+    """
+    if position is None:
+        yield from enumerate(loader)
+        return
+    start = position['step']
+    if start >= len(loader):  # stopped after the epoch's last step: no batch left to read
+        set_rng_state(position['rng_step'])
+        return
+    for batch_idx, batch in enumerate(loader):
+        if batch_idx >= start:
+            yield batch_idx, batch
+        elif batch_idx == start - 2:
+            set_rng_state(position['rng_prev'])
+        elif batch_idx == start - 1:
+            set_rng_state(position['rng_step'])
+
+
 def _reduce_sum(t: torch.Tensor, distributed: bool) -> torch.Tensor:
     if distributed:
-        t = t.clone()
+        t = t.to(_collective_device(), copy=True)
         dist.all_reduce(t)
+        t = t.cpu()
     return t
 
 
@@ -344,19 +430,27 @@ def train_one_epoch(
         model_ema: Optional[ModelEmaV3],
         amp_autocast: Callable,
         loss_scaler: Optional[NativeScaler],
+        stop: StopSignal,
+        position: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, float]:
-    """One epoch of stage ``stage``; returns the epoch's metrics, averaged over every rank's images."""
+    """ One epoch of stage ``stage``; returns the epoch's metrics, averaged over every rank's images.
+
+    Raises ``EpochInterrupted`` after the step at which any rank got SIGTERM. ``position`` (this rank's part
+    of a SIGTERM checkpoint) continues the epoch after its step, with the interrupted run's metric sums.
+    """
     forward.train()
     if stage == 'drnet' and args.freeze_backbone:
         model.backbone.eval()  # predictor-only training: backbone BN statistics stay fixed too
     m = model.num_resolutions
     names = _res_names(model.resolutions)
     # sums over images: loss, ce, flops loss, cost, images, then per resolution (stage 1: ce, stage 2: count)
-    sums = torch.zeros(5 + m, dtype=torch.float64)
+    sums = position['sums'].clone() if position is not None else torch.zeros(5 + m, dtype=torch.float64)
     num_batches = len(loader)
-    num_updates = epoch * num_batches
+    first_step = position['step'] if position is not None else 0
+    num_updates = epoch * num_batches + first_step
+    rng_prev = position['rng_step'] if position is not None else None  # RNG at the end of the previous step
     start = time.time()
-    for batch_idx, (x, target) in enumerate(loader):
+    for batch_idx, (x, target) in epoch_batches(loader, position):
         if args.no_prefetcher:
             x, target = x.to(device), target.to(device)
         if stage == 'drnet':
@@ -371,12 +465,15 @@ def train_one_epoch(
                 parts = drnet_loss(out.logits, target, out.hard, costs)
                 loss = parts.total
 
-        finite = torch.isfinite(loss.detach()).float()
+        # one all-reduce for both: the loss is finite on every rank, and no rank got SIGTERM
+        status = torch.stack([torch.isfinite(loss.detach()), torch.tensor(not stop.requested, device=loss.device)])
+        status = status.float()
         if args.distributed:
-            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-        if not finite.item():
-            raise NonFiniteLossError(f'the training loss became {loss.item()} in stage {stage}, epoch {epoch}, '
-                                     f'step {batch_idx} (update {num_updates + 1})')
+            dist.all_reduce(status, op=dist.ReduceOp.MIN)
+        finite, go_on = status.tolist()
+        if not finite:
+            raise NonFiniteLossError(f'the training loss became {loss.item()} in stage {stage}, epoch {epoch + 1}/'
+                                     f'{num_epochs}, step {batch_idx + 1}/{num_batches} (update {num_updates + 1})')
 
         optimizer.zero_grad()
         if loss_scaler is not None:
@@ -412,8 +509,11 @@ def train_one_epoch(
             _logger.info(
                 f'Train [{stage}] epoch {epoch + 1}/{num_epochs} [{batch_idx + 1:>4d}/{num_batches} '
                 f'{100. * (batch_idx + 1) / num_batches:>3.0f}%] loss {avg[0]:.3f} {detail} lr {lr:.3g} '
-                f'{(batch_idx + 1) * n * args.world_size / max(elapsed, 1e-9):.0f} img/s '
-                f'ETA {_format_eta(elapsed / (batch_idx + 1) * (num_batches - batch_idx - 1))}')
+                f'{(batch_idx + 1 - first_step) * n * args.world_size / max(elapsed, 1e-9):.0f} img/s '
+                f'ETA {_format_eta(elapsed / (batch_idx + 1 - first_step) * (num_batches - batch_idx - 1))}')
+        if not go_on:
+            raise EpochInterrupted(batch_idx + 1, sums, rng_prev, get_rng_state())
+        rng_prev = get_rng_state()
 
     sums = _reduce_sum(sums, args.distributed)
     avg = (sums / sums[4]).tolist()
@@ -546,6 +646,33 @@ def create_loaders(args: argparse.Namespace, s: Dict[str, Any], device: torch.de
     return loader_train, loader_eval
 
 
+def _write_checkpoint(write: Callable[[], Any], what: str, stage_dir: Path) -> None:
+    """Run ``write``; an OSError (a full disk) becomes a ``CheckpointWriteError`` saying what is still intact."""
+    try:
+        write()
+    except OSError as e:
+        previous = stage_dir / 'last.pth.tar'
+        kept = f'the previous checkpoint {previous} is intact' if previous.exists() else 'no earlier checkpoint exists'
+        raise CheckpointWriteError(f'could not write the {what} checkpoint to {stage_dir} ({e}); {kept}') from e
+
+
+def _resume_position(resume: Dict[str, Any], args: argparse.Namespace) -> Optional[Dict[str, Any]]:
+    """This rank's mid-epoch position in a SIGTERM checkpoint; None for an epoch-end one.
+
+    The position is only valid with the sharding it was saved with: resumed with another number of
+    processes, the interrupted epoch starts over (its steps done so far stay in the weights).
+    """
+    interrupted = resume.get('interrupted')
+    if interrupted is None:
+        return None
+    if len(interrupted['ranks']) != args.world_size:
+        _logger.warning(f'The checkpoint was interrupted in epoch {interrupted["epoch"] + 1} with '
+                        f'{len(interrupted["ranks"])} processes, this run has {args.world_size}: that epoch starts '
+                        f'over from its first step.')
+        return None
+    return interrupted['ranks'][args.rank]
+
+
 def train_stage(
         stage: str,
         model: nn.Module,
@@ -556,8 +683,12 @@ def train_stage(
         stage_dir: Path,
         data_config: Dict,
         resume: Optional[Dict],
+        stop: StopSignal,
 ) -> Optional[nn.Module]:
-    """ Train one stage from its start or from ``resume`` (a checkpoint of this stage); returns the EMA model."""
+    """ Train one stage from its start or from ``resume`` (a checkpoint of this stage); returns the EMA model.
+
+    Raises ``TrainingInterrupted`` once SIGTERM stopped it (after a step or an epoch) and its state is saved.
+    """
     loader_train, loader_eval = loaders
     epochs = args.multires_epochs if stage == 'multires' and args.stage == 'both' else args.epochs
     primary = args.rank == 0
@@ -589,9 +720,10 @@ def train_stage(
     if lr_scheduler is None:
         raise ValueError(f"--sched {args.sched} gives no schedule; choose e.g. cosine or step.")
 
-    start_epoch = 0
+    start_epoch, position = 0, None
     if resume is not None:
         start_epoch = resume['epoch'] + 1
+        position = _resume_position(resume, args)
         if not args.no_resume_opt:
             optimizer.load_state_dict(resume['optimizer'])
             if loss_scaler is not None and loss_scaler.state_dict_key in resume:
@@ -601,12 +733,12 @@ def train_stage(
         if 'scheduler' in resume:
             lr_scheduler.load_state_dict(resume['scheduler'])
         if primary:
-            _logger.info(f'Resumed stage {stage} after epoch {start_epoch} of {num_epochs}.')
+            _logger.info(f'Resumed stage {stage} after epoch {start_epoch} of {num_epochs}' + (
+                f', step {position["step"]} of {len(loader_train)} of epoch {start_epoch + 1}.' if position else '.'))
     if args.sched_on_updates:
-        lr_scheduler.step_update(start_epoch * len(loader_train))
+        lr_scheduler.step_update(start_epoch * len(loader_train) + (position['step'] if position else 0))
     else:
         lr_scheduler.step(start_epoch)
-
 
     costs = model.cost_table(data_config['input_size'])
     drnet_loss = None
@@ -645,9 +777,27 @@ def train_stage(
         if args.distributed and hasattr(loader_train.sampler, 'set_epoch'):
             loader_train.sampler.set_epoch(epoch)
         epoch_start = time.time()
-        train_metrics = train_one_epoch(
-            epoch, num_epochs, stage, model, forward, loader_train, optimizer, criterion, drnet_loss,
-            costs.backbone, args, device, lr_scheduler, model_ema, amp_autocast, loss_scaler)
+        rng_epoch = get_rng_state()  # the loader's shuffling and worker seeds come from it
+        try:
+            train_metrics = train_one_epoch(
+                epoch, num_epochs, stage, model, forward, loader_train, optimizer, criterion, drnet_loss,
+                costs.backbone, args, device, lr_scheduler, model_ema, amp_autocast, loss_scaler, stop,
+                position if epoch == start_epoch else None)
+        except EpochInterrupted as e:
+            ranks = _gather((rng_epoch, dict(step=e.step, sums=e.sums, rng_prev=e.rng_prev, rng_step=e.rng_step)),
+                            args)
+            last = stage_dir / 'last.pth.tar'
+            if primary:
+                train_state.update(
+                    stage=stage, scheduler=lr_scheduler.state_dict(), rng=[r for r, _ in ranks],
+                    drnet=drnet_config(model, args.model, args.model_kwargs, data_config['input_size']),
+                    interrupted=dict(epoch=epoch, step=e.step, ranks=[p for _, p in ranks]))
+                _write_checkpoint(lambda: saver.save_interrupted(epoch - 1), f'epoch {epoch + 1} step {e.step}',
+                                  stage_dir)
+            if args.distributed:
+                dist.barrier()  # no rank exits (and has the launcher stop the others) before the checkpoint exists
+            raise TrainingInterrupted(f'stopped by SIGTERM after step {e.step} of {len(loader_train)} in epoch '
+                                      f'{epoch + 1} of stage {stage}', last) from None
         if args.distributed and args.dist_bn in ('broadcast', 'reduce'):
             distribute_bn(model, args.world_size, args.dist_bn == 'reduce')
             if model_ema is not None:
@@ -669,15 +819,12 @@ def train_stage(
             train_state.update(
                 stage=stage, scheduler=lr_scheduler.state_dict(), rng=rng_states,
                 drnet=drnet_config(model, args.model, args.model_kwargs, data_config['input_size']))
-            try:
-                saver.save_checkpoint(epoch, metric=eval_metrics[args.eval_metric])
-            except OSError as e:
-                previous = stage_dir / 'last.pth.tar'
-                kept = f'the previous checkpoint {previous} is intact' if previous.exists() else \
-                    'no earlier checkpoint exists'
-                raise CheckpointWriteError(f'could not write the epoch {epoch + 1} checkpoint to {stage_dir} ({e}); '
-                                           f'{kept}') from e
+            _write_checkpoint(lambda: saver.save_checkpoint(epoch, metric=eval_metrics[args.eval_metric]),
+                              f'epoch {epoch + 1}', stage_dir)
         lr_scheduler.step(epoch + 1, eval_metrics[args.eval_metric])
+        if _any_rank(stop.requested, args.distributed):
+            raise TrainingInterrupted(f'stopped by SIGTERM after epoch {epoch + 1} of stage {stage}',
+                                      stage_dir / 'last.pth.tar')
 
     if primary:
         export_safetensors(eval_model, stage_dir, args.model_kwargs, data_config)
@@ -719,6 +866,7 @@ def main() -> None:
     if args.distributed:
         _logger.info(f'Training in distributed mode, process {args.rank} of {args.world_size}, device {device}.')
     random_seed(args.seed, args.rank)
+    stop = StopSignal()
 
     try:
         s = setup(args, device)
@@ -748,10 +896,15 @@ def main() -> None:
                 stage_dir.mkdir(parents=True, exist_ok=True)
             stage_resume = resume if resume is not None and resume['stage'] == stage else None
             model_ema = train_stage(stage, model, loaders, args, args_text, device, stage_dir, s['data_config'],
-                                    stage_resume)
+                                    stage_resume, stop)
     except ValueError as e:
         _logger.error(str(e))
         sys.exit(2)
+    except TrainingInterrupted as e:
+        if primary:
+            _logger.warning(f'Training {e}; checkpoint {e.checkpoint}. Continue with: train.py --resume '
+                            f'{e.checkpoint} (and the same settings).')
+        sys.exit(128 + signal.SIGTERM)
     except CheckpointWriteError as e:
         _logger.error(f'Training stopped: {e}. Free space or fix the folder, then resume.')
         sys.exit(1)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import timm_drnet
-from timm_drnet.checkpoint import load_training_checkpoint
+from timm_drnet.checkpoint import load_checkpoint_weights, load_training_checkpoint
 from timm_drnet.config import DEFAULT_MODEL, DEFAULT_MODEL_KWARGS, build_drnet
 from timm_drnet.data import SyntheticTextures
 
@@ -146,8 +146,28 @@ def test_nan_loss_stops_with_a_message_naming_the_step(tmp_path):
                                    '--workers', '0', '--output', tmp_path, '--experiment', 'nan'])
     assert proc.returncode == 1
     assert 'Traceback' not in proc.stderr
-    assert 'the training loss became' in proc.stderr and 'stage multires, epoch 0, step' in proc.stderr
+    assert 'the training loss became' in proc.stderr and 'stage multires, epoch 1/2, step' in proc.stderr
+    assert 'no checkpoint was written yet' in proc.stderr
     assert not (tmp_path / 'nan' / 'multires' / 'last.pth.tar').exists()
+
+
+def test_nan_loss_keeps_the_last_good_checkpoint(tmp_path):
+    """Epoch 1 trains at a small warm-up lr and is saved; the lr of 1e30 from epoch 2 on makes the loss NaN."""
+    proc = run_script('train.py', ['--stage', 'multires', '--synthetic-samples', '64', '32', '-b', '32',
+                                   '--epochs', '3', '--lr', '1e30', '--sched', 'step', '--decay-epochs', '100',
+                                   '--warmup-epochs', '1', '--warmup-lr', '1e-3', '--no-sched-on-updates',
+                                   '--workers', '0', '--output', tmp_path, '--experiment', 'nan'])
+    last = tmp_path / 'nan' / 'multires' / 'last.pth.tar'
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert 'Traceback' not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith('ERROR')]
+    assert len(errors) == 1 and 'the training loss became nan in stage multires, epoch 2/3, step ' in errors[0]
+    assert f'the last good checkpoint is {last}' in errors[0]
+    ckpt = load_training_checkpoint(last)
+    assert ckpt['epoch'] == 0 and not (last.parent / 'checkpoint-1.pth.tar').exists()
+    model = build_drnet(DEFAULT_MODEL, dict(DEFAULT_MODEL_KWARGS, num_classes=8))
+    load_checkpoint_weights(model, ckpt, last)
+    assert all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point())
 
 
 def test_two_sided_flops_loss_penalises_both_sides_of_alpha():

@@ -132,6 +132,16 @@ class DRNetCheckpointSaver(CheckpointSaver):
             state.update(self.extra_state())
         atomic_torch_save(state, save_path)
 
+    def save_interrupted(self, epoch: int) -> str:
+        """ Write the current mid-epoch state over ``last`` (atomically), leaving the top-n history alone.
+
+        ``epoch`` is the last completed epoch (-1 for none), so a reader unaware of the mid-epoch position
+        restarts the interrupted epoch. Returns the path written.
+        """
+        path = os.path.join(self.checkpoint_dir, 'last' + self.extension)
+        self._save(path, epoch)
+        return path
+
     def _replace(self, src: str, dst: str) -> None:
         atomic_replace(src, dst)
 
