@@ -8,6 +8,8 @@ import timm
 
 from timm_drnet import UnsafeCheckpointError, load_state_dict_file, read_state_dict_keys
 
+from script_runner import error_lines, run_script
+
 
 class _CreatesFile:
     """Unpickling this object would open (create) ``path``: code execution inside a checkpoint."""
@@ -62,3 +64,22 @@ def test_corrupt_safetensors_is_a_clear_error(tmp_path):
     bad.write_bytes(b'\x00' * 40)
     with pytest.raises(UnsafeCheckpointError, match='broken.safetensors'):
         load_state_dict_file(bad)
+
+
+@pytest.mark.parametrize('script, flags', [
+    ('train.py', ['--initial-checkpoint']),
+    ('train.py', ['--resume']),
+    ('train.py', ['--pretrained', '--pretrained-path']),
+    ('validate.py', ['--checkpoint']),
+    ('validate.py', ['--pretrained', '--pretrained-path']),
+])
+def test_scripts_refuse_code_in_every_weights_flag(script, flags, tmp_path):
+    marker = tmp_path / 'pwned'
+    ckpt = malicious_checkpoint(tmp_path / 'evil.pth.tar', marker)
+    small = ['--synthetic-samples', '16', '16', '--output', tmp_path] if script == 'train.py' else \
+        ['--synthetic-samples', '16']
+    proc = run_script(script, [*small, '--workers', '0', *flags, ckpt])
+    assert not marker.exists(), 'the pickle ran code'
+    assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr[-2000:]
+    errors = [line for line in error_lines(proc) if line.startswith('ERROR')]
+    assert len(errors) == 1 and 'Refusing to load' in errors[0] and str(ckpt) in errors[0], errors
