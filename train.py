@@ -36,7 +36,7 @@ from contextlib import suppress
 from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
@@ -59,7 +59,8 @@ from timm_drnet.checkpoint import (
     set_rng_state,
 )
 from timm_drnet.config import (
-    DEFAULT_MODEL, DEFAULT_MODEL_KWARGS, build_drnet, check_input_size, drnet_config, resolve_model_args,
+    DEFAULT_MODEL, DEFAULT_MODEL_KWARGS, build_drnet, check_input_size, drnet_config, install_saved_cost_tables,
+    resolve_model_args, saved_cost_tables,
 )
 from timm_drnet.data import (
     SYNTHETIC_NAME, apply_synthetic_defaults, create_dataset, create_loader, dataset_classes, is_synthetic,
@@ -141,9 +142,18 @@ group.add_argument('--predictor', default=None, choices=('resnet', 'mobile'),
                    help='resolution predictor design (default: the model\'s)')
 group.add_argument('--predictor-size', type=int, default=None, metavar='N',
                    help='side of the image the predictor sees (default: the model\'s)')
-group.add_argument('--flops-target', type=float, default=None, metavar='GMACS',
-                   help='alpha: target average backbone GMACs per image (paper eq. 7; default: the mean of '
-                        'the candidates\' costs, what a uniform random choice spends)')
+group.add_argument('--cost', default=None, choices=('macs', 'latency'),
+                   help='C_j of the FLOPs loss and of every reported average: counted GMACs, or the latency (ms per '
+                        'image, predictor included) measured on this device before training and saved with the '
+                        'checkpoints (default: the table saved in the --resume / --initial-checkpoint checkpoint, '
+                        'if any, else macs; a resumed run always keeps its checkpoint\'s)')
+group.add_argument('--latency-batch-size', type=int, default=1, metavar='N',
+                   help='batch size the latency table is measured at (--cost latency; default: 1)')
+group.add_argument('--latency-repeats', type=int, default=20, metavar='N',
+                   help='timed runs per entry of the latency table, the median is kept (default: 20)')
+group.add_argument('--flops-target', type=float, default=None, metavar='COST',
+                   help='alpha: target average backbone cost per image, GMACs (ms with --cost latency) (paper '
+                        'eq. 7; default: the mean of the candidates\' costs, what a uniform random choice spends)')
 group.add_argument('--flops-weight', type=float, default=0.1, metavar='ETA',
                    help='eta: weight of the FLOPs loss (paper eq. 8, its ablation spans 0.1 to 1; default: 0.1)')
 add_bool_arg(group, 'flops-two-sided', default=True,
@@ -423,7 +433,7 @@ def train_one_epoch(
         optimizer: torch.optim.Optimizer,
         criterion: nn.Module,
         drnet_loss: Optional[timm_drnet.DRNetLoss],
-        costs: Tuple[float, ...],
+        costs: timm_drnet.CostTable,
         args: argparse.Namespace,
         device: torch.device,
         lr_scheduler: Any,
@@ -462,7 +472,7 @@ def train_one_epoch(
                 loss = ce_per_res.sum()
             else:
                 out = forward(x)
-                parts = drnet_loss(out.logits, target, out.hard, costs)
+                parts = drnet_loss(out.logits, target, out.hard, costs.backbone)
                 loss = parts.total
 
         # one all-reduce for both: the loss is finite on every rank, and no rank got SIGTERM
@@ -504,7 +514,7 @@ def train_one_epoch(
             if stage == 'multires':
                 detail = 'ce ' + '/'.join(f'{c:.3f}' for c in avg[5:].tolist()) + f' ({"/".join(names)})'
             else:
-                detail = (f'ce {avg[1]:.3f} flops {avg[2]:.3f} GMACs {avg[3]:.4g} shares '
+                detail = (f'ce {avg[1]:.3f} flops {avg[2]:.3f} {timm_drnet.unit_label(costs.unit)} {avg[3]:.4g} shares '
                           + '/'.join(f'{100 * s:.0f}' for s in avg[5:].tolist()) + f'% tau {model.tau:.3g}')
             _logger.info(
                 f'Train [{stage}] epoch {epoch + 1}/{num_epochs} [{batch_idx + 1:>4d}/{num_batches} '
@@ -521,7 +531,7 @@ def train_one_epoch(
     if stage == 'multires':
         metrics.update((f'ce_{name}', c) for name, c in zip(names, avg[5:]))
     else:
-        metrics.update(ce=avg[1], flops_loss=avg[2], gmacs=avg[3], tau=model.tau)
+        metrics.update(ce=avg[1], flops_loss=avg[2], **{costs.unit: avg[3]}, tau=model.tau)
         metrics.update((f'share_{name}', s) for name, s in zip(names, avg[5:]))
     return metrics
 
@@ -538,7 +548,8 @@ def validate(
     """ Eval metrics of one stage, reduced over ranks.
 
     ``multires``: top-1 / top-5 at each candidate alone, ``top1`` / ``top5`` their mean. ``drnet``: the routed
-    model's top-1 / top-5, average GMACs with the predictor, and the share of images at each resolution.
+    model's top-1 / top-5, average cost with the predictor (keyed by the cost unit, ``gmacs`` or ``ms``), and the
+    share of images at each resolution.
     """
     model.eval()
     m = model.num_resolutions
@@ -570,7 +581,7 @@ def validate(
         for name, a1, ak in zip(names, top1, topk):
             metrics.update({f'top1_{name}': 100 * a1, f'top5_{name}': 100 * ak})
     else:
-        metrics.update(top1=100 * avg[0], top5=100 * avg[1], gmacs=avg[2])
+        metrics.update(top1=100 * avg[0], top5=100 * avg[1], **{model.cost_unit: avg[2]})
         metrics.update((f'share_{name}', s) for name, s in zip(names, avg[3:]))
     return metrics
 
@@ -623,6 +634,47 @@ def setup(args: argparse.Namespace, device: torch.device) -> Dict[str, Any]:
     check_input_size(model, data_config['input_size'])
     return dict(model=model, ckpt=ckpt, dataset_train=dataset_train, dataset_eval=dataset_eval,
                 data_config=data_config)
+
+
+def install_costs(model: nn.Module, args: argparse.Namespace, ckpt: Optional[Dict[str, Any]],
+                  input_size: Sequence[int], device: torch.device) -> None:
+    """ ``--cost``: counted MACs, or a latency table measured here (rank 0, shared with every rank) and installed.
+
+    Without ``--cost`` a run starting from a checkpoint takes the latency table saved in it, if any. A resumed
+    run always keeps its checkpoint's costs (the FLOPs loss and its target are in their units); ``--cost
+    latency`` in any other run measures afresh on this device.
+    """
+    path = args.resume or args.initial_checkpoint
+    cfg = ckpt.get('drnet') if ckpt else None
+    trained_with = 'latency' if saved_cost_tables(cfg) else 'macs'
+    if args.resume and args.cost not in (None, trained_with):
+        raise ValueError(f'{args.resume} was trained with --cost {trained_with}; a resumed run keeps its costs '
+                         f'(the FLOPs loss and --flops-target are in their units). Drop --cost {args.cost}, or '
+                         f'start a new run from its weights with --initial-checkpoint.')
+    if (args.resume or args.cost is None) and install_saved_cost_tables(model, cfg, input_size, path):
+        args.cost = 'latency'
+        if args.rank == 0:
+            _logger.info(f'Costs: the latency table saved in {path} '
+                         f'({model.cost_table(input_size).describe(model.resolutions)}).')
+        return
+    args.cost = args.cost or 'macs'
+    if args.cost == 'macs':
+        return
+    if args.latency_batch_size < 1 or args.latency_repeats < 1:
+        raise ValueError(f'--latency-batch-size and --latency-repeats must be >= 1, got {args.latency_batch_size} '
+                         f'and {args.latency_repeats}.')
+    tables = [None]
+    if args.rank == 0:
+        use_amp = args.amp and device.type == 'cuda'
+        amp_dtype = torch.bfloat16 if args.amp_dtype == 'bfloat16' else torch.float16
+        with torch.autocast('cuda', dtype=amp_dtype) if use_amp else suppress():
+            tables[0] = timm_drnet.measure_cost_table(model, input_size, batch_size=args.latency_batch_size,
+                                                      repeats=args.latency_repeats)
+        _logger.info(f'Costs: latency measured on {device} (batch {args.latency_batch_size}, median of '
+                     f'{args.latency_repeats} runs): {tables[0].describe(model.resolutions)}.')
+    if args.distributed:
+        dist.broadcast_object_list(tables, src=0)
+    model.set_cost_table(tables[0])
 
 
 def create_loaders(args: argparse.Namespace, s: Dict[str, Any], device: torch.device) -> Tuple[Any, Any]:
@@ -748,11 +800,9 @@ def train_stage(
         drnet_loss = timm_drnet.DRNetLoss(alpha=alpha, eta=args.flops_weight, base_loss=criterion,
                                           two_sided=args.flops_two_sided)
         if primary:
-            _logger.info(f'Stage 2 FLOPs loss: alpha {alpha:.4g} {costs.unit} (backbone average target, '
-                         f'{"two-sided" if args.flops_two_sided else "cap"}), eta {args.flops_weight:g}; '
-                         f'candidate costs ' + ', '.join(
-                             f'{r:g}x {c:.4g}' for r, c in zip(model.resolutions, costs.backbone)) +
-                         f', predictor {costs.predictor:.4g}')
+            _logger.info(f'Stage 2 FLOPs loss: alpha {alpha:.4g} {timm_drnet.unit_label(costs.unit)} (backbone '
+                         f'average target, {"two-sided" if args.flops_two_sided else "cap"}), eta '
+                         f'{args.flops_weight:g}; candidate costs {costs.describe(model.resolutions)}')
 
     saver = None
     summary_csv = stage_dir / 'summary.csv'
@@ -781,7 +831,7 @@ def train_stage(
         try:
             train_metrics = train_one_epoch(
                 epoch, num_epochs, stage, model, forward, loader_train, optimizer, criterion, drnet_loss,
-                costs.backbone, args, device, lr_scheduler, model_ema, amp_autocast, loss_scaler, stop,
+                costs, args, device, lr_scheduler, model_ema, amp_autocast, loss_scaler, stop,
                 position if epoch == start_epoch else None)
         except EpochInterrupted as e:
             ranks = _gather((rng_epoch, dict(step=e.step, sums=e.sums, rng_prev=e.rng_prev, rng_step=e.rng_step)),
@@ -870,10 +920,11 @@ def main() -> None:
 
     try:
         s = setup(args, device)
+        model = s['model'].to(device)
+        install_costs(model, args, s['ckpt'], s['data_config']['input_size'], device)
     except (ValueError, FileNotFoundError, timm_drnet.UnsafeCheckpointError) as e:
         _logger.error(str(e))
         sys.exit(2)
-    model = s['model'].to(device)
     resume = s['ckpt'] if args.resume else None
     stages = STAGES if args.stage == 'both' else (args.stage,)
     if resume is not None:

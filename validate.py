@@ -11,7 +11,13 @@ at each resolution and the accuracy per chosen resolution. With flags, also:
 * ``--oracle``: each image at the smallest resolution that classifies it correctly;
 * ``--plot DIR``: the accuracy-vs-GMACs chart of all of these, and a grid of example images per chosen
   resolution (the paper's Figure 4);
-* ``--results-file``: everything as JSON.
+* ``--results-file``: everything as JSON;
+* ``--target-gmacs X`` / ``--target-ms X``: a compute budget set without retraining (``DRNet.set_budget``),
+  calibrated on ``--calib-images`` unlabeled images of the train split (else held out of the evaluated
+  split), then evaluated; the report states the target, the cost on the calibration images and the cost
+  reached on the evaluated ones;
+* ``--cost latency``: costs in ms measured on this device instead of counted GMACs (a checkpoint trained
+  with ``train.py --cost latency`` brings its own table).
 
 Random routing and the oracle come from one pass per resolution, no extra model runs. With no
 ``--data-dir`` the built-in synthetic validation set is used. The model settings come from the checkpoint
@@ -28,7 +34,7 @@ import time
 from contextlib import suppress
 from functools import partial
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from timm.data import resolve_data_config
@@ -36,11 +42,14 @@ from timm.utils import ParseKwargs, setup_default_logging
 
 import timm_drnet
 from timm_drnet.checkpoint import load_checkpoint_weights, load_training_checkpoint
-from timm_drnet.config import DEFAULT_MODEL, DEFAULT_MODEL_KWARGS, build_drnet, check_input_size, resolve_model_args
-from timm_drnet.data import (
-    SYNTHETIC_NAME, apply_synthetic_defaults, create_dataset, create_loader, dataset_classes, is_synthetic,
-    skipped_files,
+from timm_drnet.config import (
+    DEFAULT_MODEL, DEFAULT_MODEL_KWARGS, build_drnet, check_input_size, install_saved_cost_tables, resolve_model_args,
 )
+from timm_drnet.data import (
+    SYNTHETIC_NAME, LoaderSubset, apply_synthetic_defaults, create_dataset, create_loader, dataset_classes,
+    is_synthetic, skipped_files,
+)
+from timm_drnet.costs import unit_label
 from timm_drnet.evaluate import Example, collect_predictions, format_table, summarize
 
 _logger = logging.getLogger('validate')
@@ -101,6 +110,25 @@ parser.add_argument('--plot', default='', type=str, metavar='DIR',
                     help='write accuracy_vs_gmacs.png and examples.png to DIR (implies --static --random --oracle)')
 parser.add_argument('--plot-examples', type=int, default=8, metavar='N', help='example images per resolution')
 parser.add_argument('--results-file', default='', type=str, metavar='FILENAME', help='write the results as JSON')
+parser.add_argument('--cost', default=None, choices=('macs', 'latency'),
+                    help='costs in counted GMACs, or in ms measured on this device (default: the latency table saved '
+                         'with the checkpoint, if any, else GMACs)')
+parser.add_argument('--latency-batch-size', type=int, default=1, metavar='N',
+                    help='batch size the latency table is measured at (--cost latency; default: 1)')
+parser.add_argument('--latency-repeats', type=int, default=20, metavar='N',
+                    help='timed runs per entry of the latency table, the median is kept (default: 20)')
+budget = parser.add_mutually_exclusive_group()
+budget.add_argument('--target-gmacs', type=float, default=None, metavar='GMACS',
+                    help='evaluate at this mean GMACs per image (predictor included), set by calibrating the '
+                         'predictor\'s resolution offsets on unlabeled images (DRNet.set_budget), no retraining')
+budget.add_argument('--target-ms', type=float, default=None, metavar='MS',
+                    help='the same for a latency budget in ms per image (needs latency costs: --cost latency or a '
+                         'checkpoint trained with them)')
+parser.add_argument('--calib-images', type=int, default=256, metavar='N',
+                    help='unlabeled images the budget is calibrated on (default: 256)')
+parser.add_argument('--calib-split', default='train', metavar='NAME',
+                    help='split the calibration images are drawn from at random (default: train); without it, they '
+                         'are held out of the evaluated split')
 
 
 def plot_accuracy_vs_cost(summary: Dict[str, Any], path: Path) -> None:
@@ -108,7 +136,7 @@ def plot_accuracy_vs_cost(summary: Dict[str, Any], path: Path) -> None:
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    unit = 'GMACs' if summary['cost_unit'] == 'gmacs' else summary['cost_unit']
+    unit = unit_label(summary['cost_unit'])
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
     static = summary['static']
     ax.plot([s['cost'] for s in static], [s['top1'] for s in static], 'o-', color='tab:gray', label='static')
@@ -175,6 +203,84 @@ def plot_examples(
     plt.close(fig)
 
 
+def install_costs(model: timm_drnet.DRNet, args: argparse.Namespace, ckpt_cfg: Optional[Dict[str, Any]],
+                  input_size: Sequence[int], device: torch.device) -> None:
+    """ ``--cost``: GMACs, latency measured here, or by default the table the checkpoint (or model) carries. """
+    if args.cost == 'latency':
+        if args.latency_batch_size < 1 or args.latency_repeats < 1:
+            raise ValueError(f'--latency-batch-size and --latency-repeats must be >= 1, got '
+                             f'{args.latency_batch_size} and {args.latency_repeats}.')
+        table = timm_drnet.measure_cost_table(model, input_size, batch_size=args.latency_batch_size,
+                                              repeats=args.latency_repeats)
+        model.set_cost_table(table)
+        _logger.info(f'Costs: latency measured on {device} (batch {args.latency_batch_size}, median of '
+                     f'{args.latency_repeats} runs): {table.describe(model.resolutions)}.')
+    elif args.cost == 'macs':
+        model.reset_costs()
+    elif install_saved_cost_tables(model, ckpt_cfg, input_size, args.checkpoint):
+        _logger.info(f'Costs: the latency table saved in {args.checkpoint} '
+                     f'({model.cost_table(input_size).describe(model.resolutions)}).')
+    try:
+        model.cost_table(input_size)
+    except KeyError:  # a model loaded with tables (config.json) for other input sizes
+        raise ValueError(f'The model\'s {model.cost_unit} cost tables do not cover input size {list(input_size)}: '
+                         f'pass --cost latency to measure one, or --cost macs.') from None
+    for flag, value, unit in (('--target-gmacs', args.target_gmacs, 'gmacs'), ('--target-ms', args.target_ms, 'ms')):
+        if value is not None and model.cost_unit != unit:
+            fix = '--cost macs' if unit == 'gmacs' else '--cost latency (measured on this device)'
+            raise ValueError(f'{flag} sets a budget in {unit}, but the costs are in {model.cost_unit}; add {fix}.')
+
+
+def calibration_split(args: argparse.Namespace, dataset: torch.utils.data.Dataset,
+                      img_size: int) -> Tuple[torch.utils.data.Dataset, torch.utils.data.Dataset, str]:
+    """ (calibration images, images to evaluate, where the calibration images come from) for a budget.
+
+    ``--calib-images`` random images of ``--calib-split``; when the data set has no such split, or it holds
+    files of the evaluated split (timm falls back to the data folder itself), a random sample held out of
+    the evaluated split instead, which is then evaluated without it.
+    """
+    if isinstance(dataset, torch.utils.data.IterableDataset):
+        raise ValueError('--target-gmacs / --target-ms calibrate on a sample of a map-style data set; this one is '
+                         'iterable (tfds/, wds/, hfids/).')
+    if args.calib_images < 1:
+        raise ValueError(f'--calib-images must be >= 1, got {args.calib_images}.')
+    generator = torch.Generator().manual_seed(0)
+    why_not = None
+    try:
+        calib = create_dataset(args.dataset, root=args.data_dir, split=args.calib_split, is_training=False,
+                               img_size=img_size, num_samples=args.calib_images, class_map=args.class_map,
+                               strict_data=args.strict_data, download=args.dataset_download,
+                               batch_size=args.batch_size)
+    except (ValueError, FileNotFoundError, RuntimeError, KeyError) as e:
+        calib, why_not = None, str(e).splitlines()[0]
+    if calib is not None:
+        pick = torch.randperm(len(calib), generator=generator)[:args.calib_images].sort().values.tolist()
+        evaluated = set(dataset.filenames(absolute=True)) if hasattr(dataset, 'filenames') else set()
+        if evaluated and any(calib.filename(i, absolute=True) in evaluated for i in pick):
+            why_not = f'it holds images of the evaluated split {args.split!r}'
+        else:
+            return LoaderSubset(calib, pick), dataset, f'{len(pick)} random images of the {args.calib_split} split'
+    if args.calib_images >= len(dataset):
+        raise ValueError(f'No {args.calib_split!r} split to calibrate on ({why_not}), and the {args.split!r} split has '
+                         f'only {len(dataset)} images: lower --calib-images to hold some out, or name a split to '
+                         f'calibrate on with --calib-split.')
+    perm = torch.randperm(len(dataset), generator=generator)
+    held, rest = perm[:args.calib_images].sort().values.tolist(), perm[args.calib_images:].sort().values.tolist()
+    _logger.warning(f'No separate {args.calib_split!r} split to calibrate the budget on ({why_not}): holding '
+                    f'{len(held)} random images out of the {args.split!r} split for it, evaluating the other '
+                    f'{len(rest)}.')
+    return LoaderSubset(dataset, held), LoaderSubset(dataset, rest), \
+        f'{len(held)} random images held out of the {args.split} split (not evaluated)'
+
+
+def format_budget(budget: Dict[str, Any]) -> str:
+    unit = unit_label(budget['unit'])
+    calib = budget['calibration']
+    return (f'Budget: target {budget["target"]:.4g} {unit} per image; calibrated on {calib["source"]}: '
+            f'{calib["cost"]:.4g} {unit} there (lambda {calib["lam"]:.4g}, reachable {calib["reachable"][0]:.4g} to '
+            f'{calib["reachable"][1]:.4g}); reached {budget["achieved"]:.4g} {unit} on the evaluated images')
+
+
 def validate(args: argparse.Namespace) -> Dict[str, Any]:
     """Evaluate the model ``args`` describe on its data set; prints the table and returns the results."""
     device = torch.device(args.device)
@@ -206,6 +312,7 @@ def validate(args: argparse.Namespace) -> Dict[str, Any]:
     data_config = resolve_data_config(vars(args), model=model, use_test_size=True, verbose=True)
     check_input_size(model, data_config['input_size'])
     model = model.to(device).eval()
+    install_costs(model, args, ckpt_cfg, data_config['input_size'], device)
 
     use_amp = args.amp and device.type == 'cuda'
     if args.amp and not use_amp:
@@ -213,11 +320,21 @@ def validate(args: argparse.Namespace) -> Dict[str, Any]:
     amp_dtype = torch.bfloat16 if args.amp_dtype == 'bfloat16' else torch.float16
     amp_autocast = partial(torch.autocast, device_type='cuda', dtype=amp_dtype) if use_amp else suppress
 
-    loader = create_loader(
-        dataset, input_size=data_config['input_size'], batch_size=args.batch_size, is_training=False,
+    loader_kwargs = dict(
+        input_size=data_config['input_size'], batch_size=args.batch_size, is_training=False,
         interpolation=data_config['interpolation'], mean=data_config['mean'], std=data_config['std'],
         crop_pct=data_config['crop_pct'], crop_mode=data_config.get('crop_mode'), num_workers=args.workers,
         pin_memory=args.pin_mem, device=device, use_prefetcher=not args.no_prefetcher)
+    target = args.target_gmacs if args.target_gmacs is not None else args.target_ms
+    calibration = None
+    if target is not None:
+        calib_set, dataset, source = calibration_split(args, dataset, data_config['input_size'][-1])
+        with amp_autocast():
+            calibration = model.set_budget(target, create_loader(calib_set, **loader_kwargs),
+                                           batch_size=args.batch_size)
+        _logger.info(f'Budget {target:g} {unit_label(calibration.unit)}: calibrated on {source}, '
+                     f'{calibration.cost:.4g} there, images per resolution {list(calibration.counts)}.')
+    loader = create_loader(dataset, **loader_kwargs)
 
     plot_dir = Path(args.plot) if args.plot else None
     static = args.static or args.random or args.oracle or plot_dir is not None
@@ -237,7 +354,15 @@ def validate(args: argparse.Namespace) -> Dict[str, Any]:
     seeds = args.random_seeds if (args.random or plot_dir is not None) else 0
     summary = summarize(preds, table, model.resolutions, sizes, random_seeds=seeds,
                         oracle=args.oracle or plot_dir is not None)
-    print(format_table(summary), flush=True)
+    text = format_table(summary)
+    if calibration is not None:
+        summary['budget'] = dict(
+            target=target, unit=calibration.unit, achieved=summary['drnet']['cost'],
+            calibration=dict(source=source, num_images=sum(calibration.counts), cost=calibration.cost,
+                             counts=list(calibration.counts), lam=calibration.lam,
+                             reachable=list(calibration.reachable)))
+        text += '\n' + format_budget(summary['budget'])
+    print(text, flush=True)
 
     if plot_dir is not None:
         plot_dir.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,7 @@ import pytest
 import torch
 import timm
 
+import timm_drnet
 from timm_drnet import CostTable, FlopsLoss, measure_cost_table
 
 
@@ -46,3 +47,19 @@ def test_bad_arguments(warm_drnet):
         measure_cost_table(model, (96, 96))
     with pytest.raises(ValueError, match='too small'):
         measure_cost_table(model, (3, 20, 20))
+
+
+def test_cost_tables_travel_with_config_json_and_reset_to_macs(tmp_path):
+    """A measured table is not in the state dict: config.json's model_args carry it to a local-dir / hub load."""
+    model = timm.create_model('drnet', backbone='test_resnet', predictor='mobile', num_classes=3)
+    macs = model.cost_table((3, 96, 96))
+    table = CostTable((3, 96, 96), (3.0, 2.0, 1.0), 0.5, 'ms')
+    model.set_cost_table(table)
+    timm_drnet.save_for_hf(model, tmp_path)
+    assert json.loads((tmp_path / 'config.json').read_text())['model_args']['cost_tables'] == [
+        json.loads(json.dumps(table.to_dict()))]
+    loaded = timm.create_model(f'local-dir:{tmp_path}', pretrained=True)
+    assert loaded.cost_unit == 'ms' and loaded.cost_table((3, 96, 96)) == table
+    loaded.reset_costs()
+    assert loaded.cost_unit == 'gmacs' and loaded.cost_table((3, 96, 96)) == macs
+    assert 'cost_tables' not in loaded.drnet_args()

@@ -4,18 +4,20 @@ How ``train.py`` and ``validate.py`` decide which DRNet to build: settings given
 win, then the DRNet config stored in the checkpoint being loaded (so a stage-1 checkpoint or a trained
 model needs no repeated flags), then the defaults. ``drnet_config`` is what a checkpoint stores: the
 model name, the ``create_model`` keyword arguments, and the settings that must match for its weights
-to load (resolutions, classes, input size).
+to load (resolutions, classes, input size), plus any measured cost table (``--cost latency``), which is
+not part of the state dict.
 """
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from torch import nn
 from timm.models import create_model, is_model, parse_model_name, split_model_name_tag
 
+from .costs import CostTable
 from .drnet import MIN_INPUT_SIZE, DRNet, check_resolutions
 from .models import DRNET_BACKBONES
 
-__all__ = ['DEFAULT_MODEL', 'DEFAULT_MODEL_KWARGS', 'drnet_config', 'resolve_model_args', 'build_drnet',
-           'check_input_size']
+__all__ = ['DEFAULT_MODEL', 'DEFAULT_MODEL_KWARGS', 'drnet_config', 'saved_cost_tables', 'install_saved_cost_tables',
+           'resolve_model_args', 'build_drnet', 'check_input_size']
 
 # The scripts' default model: a small DRNet sized for the built-in 64 px synthetic set on a CPU. timm's
 # tiny test_resnet with output stride 16 keeps a 2x2 final feature map at the smallest candidate (32 px),
@@ -36,6 +38,29 @@ def drnet_config(model: nn.Module, model_name: str, model_kwargs: Dict[str, Any]
         in_chans=model.in_chans,
         input_size=list(input_size),
     )
+
+
+def saved_cost_tables(cfg: Optional[Dict[str, Any]]) -> List[CostTable]:
+    """The measured cost tables a ``drnet_config`` (or config.json ``model_args``) carries; none for MACs."""
+    return [CostTable.from_dict(d) for d in (cfg or {}).get('cost_tables') or ()]
+
+
+def install_saved_cost_tables(model: DRNet, cfg: Optional[Dict[str, Any]], input_size: Sequence[int],
+                              path: str) -> bool:
+    """ Install the measured cost tables saved in the checkpoint config ``cfg`` (read from ``path``).
+
+    Returns False when it holds none (MACs); raises ValueError when none is for ``input_size``.
+    """
+    tables = saved_cost_tables(cfg)
+    if not tables:
+        return False
+    if tuple(input_size) not in [tuple(t.input_size) for t in tables]:
+        raise ValueError(f'The {tables[0].unit} cost table saved in {path} is for input size '
+                         f'{list(tables[0].input_size)}, this run uses {list(input_size)}: pass --cost latency to '
+                         f'measure one at this size, or --cost macs.')
+    for table in tables:
+        model.set_cost_table(table)
+    return True
 
 
 def resolve_model_args(

@@ -16,7 +16,12 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ['CostTable', 'count_macs', 'eval_mode', 'measure_cost_table', 'measure_latency_ms']
+__all__ = ['CostTable', 'count_macs', 'eval_mode', 'measure_cost_table', 'measure_latency_ms', 'unit_label']
+
+
+def unit_label(unit: str) -> str:
+    """A cost unit as printed: 'gmacs' -> 'GMACs', 'ms' stays."""
+    return 'GMACs' if unit == 'gmacs' else unit
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,12 @@ class CostTable:
         """Cost of each image routed to resolution ``index`` (long tensor), predictor included."""
         costs = torch.tensor(self.backbone, dtype=torch.float32, device=index.device)
         return costs[index] + self.predictor
+
+    def describe(self, resolutions: Sequence[float]) -> str:
+        """One line: each candidate's backbone cost (named by its scale) and the predictor's."""
+        unit = unit_label(self.unit)
+        return ', '.join(f'{r:g}x {c:.4g} {unit}' for r, c in zip(resolutions, self.backbone)) + \
+            f', predictor {self.predictor:.4g} {unit}'
 
     def to_dict(self) -> Dict:
         return asdict(self)

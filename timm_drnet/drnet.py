@@ -91,6 +91,8 @@ class DRNet(nn.Module):
             the backbone's BNs across resolutions (the paper's Table 1 ablation).
         backbone_pretrained: load the backbone's timm weights (copied into every BN branch).
         backbone_pretrained_cfg_overlay: timm ``pretrained_cfg_overlay`` for the backbone (e.g. a weights file).
+        cost_tables: measured cost tables to install (``CostTable`` or its ``to_dict()``), e.g. the latency table
+            a training run stored in config.json, which is not part of the state dict.
         **backbone_kwargs: further timm ``create_model`` arguments for the backbone (drop_rate, ...).
     """
 
@@ -107,6 +109,7 @@ class DRNet(nn.Module):
             private_bn: bool = True,
             backbone_pretrained: bool = False,
             backbone_pretrained_cfg_overlay: Optional[Dict] = None,
+            cost_tables: Optional[Sequence[Union[CostTable, Dict]]] = None,
             **backbone_kwargs,
     ):
         super().__init__()
@@ -147,14 +150,19 @@ class DRNet(nn.Module):
         self._norms = resolution_norms(self.backbone)
         self._cost_tables: Dict[Tuple[int, int, int], CostTable] = {}
         self._compiled: Dict[str, Callable] = {}  # filled by compile_for_inference()
+        for table in cost_tables or ():
+            self.set_cost_table(table if isinstance(table, CostTable) else CostTable.from_dict(table))
 
     @property
     def num_resolutions(self) -> int:
         return len(self.resolutions)
 
     def drnet_args(self) -> Dict[str, Any]:
-        """The DRNet settings needed to rebuild this model (saved in config.json as model_args)."""
-        return dict(
+        """ The DRNet settings needed to rebuild this model (saved in config.json as model_args).
+
+        Installed measured cost tables (unit other than GMACs) come along as ``cost_tables``.
+        """
+        args = dict(
             backbone=self.backbone_name,
             resolutions=list(self.resolutions),
             predictor=self.predictor_name,
@@ -163,6 +171,9 @@ class DRNet(nn.Module):
             eval_gumbel=self.eval_gumbel,
             private_bn=self.private_bn,
         )
+        if self.cost_unit != 'gmacs':
+            args['cost_tables'] = [table.to_dict() for table in self._cost_tables.values()]
+        return args
 
     def candidate_sizes(self, height: int, width: int) -> List[Tuple[int, int]]:
         """(H, W) of every candidate for an input of ``height`` x ``width``."""
@@ -356,6 +367,11 @@ class DRNet(nn.Module):
             self._cost_tables.clear()
             self.cost_unit = table.unit
         self._cost_tables[tuple(table.input_size)] = table
+
+    def reset_costs(self) -> None:
+        """Drop installed cost tables: costs are counted GMACs again."""
+        self._cost_tables.clear()
+        self.cost_unit = 'gmacs'
 
     def set_budget(
             self,

@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 
-from .costs import CostTable
+from .costs import CostTable, unit_label
 
 __all__ = ['Example', 'Predictions', 'collect_predictions', 'summarize', 'random_routing', 'oracle_routing',
            'format_table']
@@ -223,7 +223,7 @@ def summarize(
 
 def format_table(summary: Dict[str, Any]) -> str:
     """The summary as a plain-text table: one row per method, accuracy, cost and resolution shares."""
-    unit = 'GMACs' if summary['cost_unit'] == 'gmacs' else summary['cost_unit']
+    unit = unit_label(summary['cost_unit'])
     k = summary['topk']
     res_cols = [f'{r:g}x' for r in summary['resolutions']]
     head = f'{"method":<34} {"top-1":>12} {f"top-{k}":>7} {unit:>9}  ' + ' '.join(f'{c:>6}' for c in res_cols)

@@ -152,6 +152,7 @@ class BadImageMonitor:
     """
 
     def __init__(self, loader: torch.utils.data.DataLoader, dataset: CheckedImageDataset):
+        """``dataset``: the ``CheckedImageDataset`` the loader's data set (it or a subset of it) reads from."""
         self.loader = loader
         self.checked = dataset
         self.skipped: List[BadImage] = []
@@ -185,24 +186,26 @@ class BadImageMonitor:
         if skipped:
             how = 'each replaced by the next readable file, with its own label' if ds.replace_bad else \
                 'left out of the evaluation'
-            _logger.warning(f'{len(skipped)} unreadable image file(s) skipped in this pass over {len(ds)} '
-                            f'files{split}, {how}.')
+            _logger.warning(f'{len(skipped)} unreadable image file(s) skipped in this pass over '
+                            f'{len(self.loader.dataset)} files{split}, {how}.')
 
 
 def create_loader(dataset: torch.utils.data.Dataset, **kwargs) -> Union[torch.utils.data.DataLoader, PrefetchLoader]:
-    """ timm's ``create_loader``; for a ``CheckedImageDataset`` with bad files collated out and reported.
+    """ timm's ``create_loader``; for a ``CheckedImageDataset`` (or a subset of one) with bad files collated out
+    and reported.
 
     Takes timm's arguments. The monitor sits under timm's ``PrefetchLoader`` (which expects 2-tuples).
     """
-    if not isinstance(dataset, CheckedImageDataset):
+    checked = dataset.dataset if isinstance(dataset, torch.utils.data.Subset) else dataset
+    if not isinstance(checked, CheckedImageDataset):
         return timm_create_loader(dataset, **kwargs)
     use_prefetcher = kwargs.get('use_prefetcher', True)
     collate = kwargs.pop('collate_fn', None) or (fast_collate if use_prefetcher else torch.utils.data.default_collate)
     loader = timm_create_loader(dataset, collate_fn=SplitBadImages(collate), **kwargs)
     if isinstance(loader, PrefetchLoader):
-        loader.loader = BadImageMonitor(loader.loader, dataset)
+        loader.loader = BadImageMonitor(loader.loader, checked)
         return loader
-    return BadImageMonitor(loader, dataset)
+    return BadImageMonitor(loader, checked)
 
 
 def skipped_files(loader: Any) -> List[BadImage]:
