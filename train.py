@@ -19,6 +19,11 @@ Outputs go to ``<output>/<experiment>/<stage>/``: ``last.pth.tar`` and the best 
 (complete training state, atomic writes, weights-only loadable), ``summary.csv``, ``args.yaml``, and at the
 end of a stage ``model.safetensors`` + ``config.json`` (``timm.create_model('local-dir:<dir>')`` loads them).
 
+SIGTERM stops training after the current step with that step's state in ``last.pth.tar`` (exit status 143);
+``--resume`` continues the interrupted epoch exactly. ``--cost latency`` measures per-resolution latency on
+this device and uses it, in ms, wherever GMACs are used otherwise. Unreadable image files are skipped and
+named (``--strict-data``: stop at the first).
+
 The paper's ImageNet recipe on 8 GPUs:
     torchrun --nproc_per_node=8 train.py -c configs/drnet_resnet50_multires.yaml --data-dir /data/imagenet
 """
