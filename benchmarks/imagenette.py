@@ -74,7 +74,7 @@ def main() -> None:
         ckpt = out / 'runs' / name / 'multires' / 'last.pth.tar'
         run(f'train_{name}', 'train.py', [*train, '--model', MODEL, '--pretrained', '--stage', 'multires',
                                           '--epochs', str(args.epochs), '--experiment', name, *extra], ckpt)
-        run(f'val_{name}', 'validate.py', [*val, '--checkpoint', str(ckpt), '--static',
+        run(f'val_{name}', 'validate.py', [*val, '--checkpoint', str(ckpt), '--oracle',
                                            '--results-file', str(res / f'{name}.json')], res / f'{name}.json')
     stage1 = out / 'runs' / 'stage1' / 'multires' / 'last.pth.tar'
     for alpha in args.alphas:
