@@ -15,6 +15,7 @@ from .hub import (
     save_for_hf,
 )
 from .layers import (
+    BackbonePredictor,
     MobilePredictor,
     ResNetPredictor,
     ResolutionBatchNorm,

@@ -81,7 +81,8 @@ class DRNet(nn.Module):
     Args:
         backbone: timm model name (optionally with pretrained tag) or a built timm classifier.
         resolutions: candidate scales of the input size, largest first, e.g. (1.0, 0.75, 0.5).
-        predictor: 'resnet' (the paper's, 128 px) or 'mobile' (inverted residual, 64 px).
+        predictor: 'resnet' (the paper's, 128 px), 'mobile' (inverted residual, 64 px) or 'backbone' (a copy
+            of the backbone's first stages with their pretrained weights, 64 px).
         predictor_size: side of the predictor's input; defaults to the predictor's own (128 / 64).
         num_classes: classifier outputs.
         in_chans: image channels.
@@ -132,6 +133,9 @@ class DRNet(nn.Module):
                 in_chans=in_chans,
                 **backbone_kwargs,
             )
+        self.predictor_name = predictor
+        self.predictor = create_predictor(predictor, len(self.resolutions), in_chans=in_chans, backbone=backbone)
+        self.predictor_size = int(predictor_size or self.predictor.default_input_size)
         self.private_bn = private_bn
         self.backbone = convert_resolution_bn(backbone, len(self.resolutions)) if private_bn else backbone
         self.num_classes = self.backbone.num_classes
@@ -139,9 +143,6 @@ class DRNet(nn.Module):
         self.num_features = self.backbone.num_features
         self.head_hidden_size = getattr(self.backbone, 'head_hidden_size', self.num_features)
 
-        self.predictor_name = predictor
-        self.predictor = create_predictor(predictor, len(self.resolutions), in_chans=in_chans)
-        self.predictor_size = int(predictor_size or self.predictor.default_input_size)
         # per-resolution logit offsets, shifted by set_budget(); zero = the trained predictor as is
         self.register_buffer('resolution_bias', torch.zeros(len(self.resolutions)))
         self.tau = float(tau)

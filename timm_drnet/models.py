@@ -60,9 +60,11 @@ def _backbone_cfg(backbone: Union[str, nn.Module]) -> Dict[str, Any]:
 def _structure_cfg(backbone: Union[str, nn.Module], predictor: str) -> Dict[str, Any]:
     """first_conv (predictor stem + backbone stem) and classifier names of the wrapped model."""
     cfg = _backbone_cfg(backbone)
+    stems = _as_tuple(cfg.get('first_conv'))
+    predictor_stems = tuple(f'trunk.{c}' for c in stems) if predictor == 'backbone' else \
+        (PREDICTORS[predictor].first_conv,)
     return dict(
-        first_conv=(f'predictor.{PREDICTORS[predictor].first_conv}',
-                    *(f'backbone.{c}' for c in _as_tuple(cfg.get('first_conv')))),
+        first_conv=(*(f'predictor.{c}' for c in predictor_stems), *(f'backbone.{c}' for c in stems)),
         classifier=tuple(f'backbone.{c}' for c in _as_tuple(cfg.get('classifier'))) or None,
     )
 

@@ -8,15 +8,22 @@ The tiny CNN that looks at a downsized copy of each image and scores the m candi
   with ``layers=(1, 1, 1, 1)``.
 * ``MobilePredictor``: the same 4-stage layout with inverted-residual blocks at 64x64 input, for mobile
   backbones whose whole budget is a few hundred MMACs.
+
+Beyond the paper, ``BackbonePredictor`` reuses the backbone's own first stages (a copy, with their
+ImageNet weights) at 64x64 input. The paper trains its predictor on 1.28M images; on a few thousand, a
+predictor learned from scratch does not learn which images need the large resolution, while early
+pretrained features already describe object scale and clutter (see ``benchmarks/predictor_ceiling.py``).
 """
-from typing import Sequence, Type
+import copy
+from typing import Optional, Sequence, Type
 
 import torch
 from torch import nn
 from timm.layers import ConvNormAct, SelectAdaptivePool2d, make_divisible
 from timm.models import BasicBlock, ResNet
 
-__all__ = ['ResNetPredictor', 'MobilePredictor', 'InvertedResidual', 'create_predictor', 'PREDICTORS']
+__all__ = ['ResNetPredictor', 'MobilePredictor', 'BackbonePredictor', 'InvertedResidual', 'create_predictor',
+           'PREDICTORS']
 
 
 class ResNetPredictor(ResNet):
@@ -76,11 +83,39 @@ class MobilePredictor(nn.Module):
         return self.fc(self.global_pool(x))
 
 
-PREDICTORS = {'resnet': ResNetPredictor, 'mobile': MobilePredictor}
+class BackbonePredictor(nn.Module):
+    """ A copy of a timm backbone's first ``feature_index + 1`` feature stages (stride 8 by default), average
+    pooled, and a linear scorer. Built from the backbone before its BNs become private, so it starts from the
+    backbone's weights; it then trains as the predictor's own copy.
+    """
+    default_input_size = 64
+
+    def __init__(self, num_resolutions: int, in_chans: int = 3, backbone: Optional[nn.Module] = None,
+                 feature_index: int = 2):
+        super().__init__()
+        if backbone is None or not hasattr(backbone, 'prune_intermediate_layers'):
+            raise ValueError("predictor='backbone' needs a timm backbone with forward_intermediates() "
+                             f"(ResNet, EfficientNet, MobileNet, ConvNeXt, ...); got {type(backbone).__name__}")
+        self.feature_index = feature_index
+        self.trunk = copy.deepcopy(backbone)
+        self.trunk.prune_intermediate_layers(indices=[feature_index], prune_norm=True, prune_head=True)
+        num_chs = backbone.feature_info[feature_index]['num_chs']
+        self.global_pool = SelectAdaptivePool2d(pool_type='avg', flatten=True)
+        self.fc = nn.Linear(num_chs, num_resolutions)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.trunk.forward_intermediates(x, indices=[self.feature_index], intermediates_only=True)[-1]
+        return self.fc(self.global_pool(x))
 
 
-def create_predictor(name: str, num_resolutions: int, in_chans: int = 3) -> nn.Module:
-    """Build predictor ``name`` ('resnet' or 'mobile') scoring ``num_resolutions`` candidates."""
+PREDICTORS = {'resnet': ResNetPredictor, 'mobile': MobilePredictor, 'backbone': BackbonePredictor}
+
+
+def create_predictor(name: str, num_resolutions: int, in_chans: int = 3, backbone: Optional[nn.Module] = None,
+                     ) -> nn.Module:
+    """Build predictor ``name`` ('resnet', 'mobile' or 'backbone': from ``backbone``) for ``num_resolutions``."""
     if name not in PREDICTORS:
         raise ValueError(f"Unknown predictor '{name}', choose one of {sorted(PREDICTORS)}.")
+    if name == 'backbone':
+        return BackbonePredictor(num_resolutions, in_chans=in_chans, backbone=backbone)
     return PREDICTORS[name](num_resolutions, in_chans=in_chans)
