@@ -143,8 +143,9 @@ group.add_argument('--multires-epochs', type=int, default=5, metavar='N',
                    help='stage-1 epochs with --stage both (--epochs is then stage 2\'s) (default: 5)')
 group.add_argument('--resolutions', type=float, nargs='+', default=None, metavar='SCALE',
                    help='candidate scales of the input size, largest first (default: the model\'s, 1 0.75 0.5)')
-group.add_argument('--predictor', default=None, choices=('resnet', 'mobile'),
-                   help='resolution predictor design (default: the model\'s)')
+group.add_argument('--predictor', default=None, choices=sorted(timm_drnet.PREDICTORS),
+                   help='resolution predictor design: resnet (the paper\'s), mobile, or backbone (a copy of the '
+                        'backbone\'s first stages with its --pretrained weights) (default: the model\'s)')
 group.add_argument('--predictor-size', type=int, default=None, metavar='N',
                    help='side of the image the predictor sees (default: the model\'s)')
 group.add_argument('--cost', default=None, choices=('macs', 'latency'),

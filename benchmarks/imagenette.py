@@ -43,6 +43,9 @@ parser.add_argument('--alphas', type=float, nargs='+', default=[0.15, 0.2, 0.25]
 parser.add_argument('--flops-weight', type=float, default=1.0, help='eta')
 parser.add_argument('--budgets', type=float, nargs='+', default=[0.35, 0.45, 0.55, 0.65, 0.75, 0.85],
                     help='inference budgets for the sweep, as fractions of the static 224 GMACs')
+parser.add_argument('--predictor', default='mobile', choices=('mobile', 'resnet', 'backbone'),
+                    help='resolution predictor, chosen at stage 1 (unused there) and trained in stage 2; backbone: '
+                         'a copy of the pretrained Lite0 stages 1-3 (see benchmarks/predictor_ceiling.py)')
 parser.add_argument('--lr', type=float, default=0.01)
 parser.add_argument('--predictor-lr-scale', type=float, default=10.)
 parser.add_argument('-b', '--batch-size', type=int, default=32)
@@ -70,7 +73,8 @@ def main() -> None:
                                       '--results-file', str(res / 'pretrained.json')], res / 'pretrained.json')
     # stage 1 sums 3 cross-entropies, which triples the gradient on the shared weights: lr / 3 gives every
     # resolution's loss the static run's step size (the mean of the losses at --lr)
-    for name, extra in (('static', ['--resolutions', '1.0']), ('stage1', ['--lr', f'{args.lr / 3:.6g}'])):
+    for name, extra in (('static', ['--resolutions', '1.0']),
+                        ('stage1', ['--lr', f'{args.lr / 3:.6g}', '--predictor', args.predictor])):
         ckpt = out / 'runs' / name / 'multires' / 'last.pth.tar'
         run(f'train_{name}', 'train.py', [*train, '--model', MODEL, '--pretrained', '--stage', 'multires',
                                           '--epochs', str(args.epochs), '--experiment', name, *extra], ckpt)
@@ -170,10 +174,10 @@ def print_report(r: Dict) -> None:
     t = r['targets']
     print(f"\npredictor: {r['predictor_gmacs']:.4f} GMACs = {100 * t['predictor_share_of_backbone']:.1f}% of the "
           f"224 backbone (target <= 5%)")
-    reach = t['cheapest_drnet_at_static_top1']
+    reach, best = t['cheapest_drnet_at_static_top1'], t['best_drnet_top1_at_0_65x']
     print(f"static fine-tuned 224 top-1 {t['static_ft_top1']:.2f}: reached by DRNet at "
           f"{'%.2fx its GMACs' % reach if reach else 'no budget tried'} (target <= 0.65x); best DRNet top-1 within "
-          f"0.65x: {t['best_drnet_top1_at_0_65x']}")
+          f"0.65x: {'none' if best is None else format(best, '.2f')}")
     print(f"largest DRNet gain over random routing at matched GMACs: {t['max_gain_over_random']:+.2f} points "
           f"(target >= +3)")
 

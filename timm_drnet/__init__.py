@@ -17,6 +17,7 @@ from .hub import (
 from .layers import (
     BackbonePredictor,
     MobilePredictor,
+    PREDICTORS,
     ResNetPredictor,
     ResolutionBatchNorm,
     TapResize,
