@@ -374,6 +374,7 @@ def validate(args: argparse.Namespace) -> Dict[str, Any]:
                   data=args.data_dir or SYNTHETIC_NAME, split=args.split, **summary,
                   skipped_files=[b.path for b in skipped_files(loader)])
     if args.results_file:
+        Path(args.results_file).parent.mkdir(parents=True, exist_ok=True)
         Path(args.results_file).write_text(json.dumps(result, indent=2))
     return result
 

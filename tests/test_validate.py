@@ -71,9 +71,9 @@ def test_validate_reports_match_an_independent_evaluation(checkpoint, tmp_path):
     path, model = checkpoint
     plots = tmp_path / 'plots'
     proc = run_script('validate.py', ['--checkpoint', path, '--synthetic-samples', '96', '--workers', '0',
-                                      '--plot', plots, '--results-file', tmp_path / 'results.json'])
+                                      '--plot', plots, '--results-file', tmp_path / 'new_dir' / 'results.json'])
     assert proc.returncode == 0, proc.stderr[-3000:]
-    res = json.loads((tmp_path / 'results.json').read_text())
+    res = json.loads((tmp_path / 'new_dir' / 'results.json').read_text())
 
     data = SyntheticTextures('validation', num_samples=96)
     x = (torch.from_numpy(data.images).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.5
