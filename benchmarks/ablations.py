@@ -95,9 +95,11 @@ def imagenette_runs(args, run: Runner, out: Path) -> Dict[str, Dict]:
                                           '--experiment', name], model)
         add(name, 'private', mid, eta, model)
     shared1 = out / 'runs' / 'stage1_shared' / 'multires' / 'last.pth.tar'
+    # the benchmark's stage-1 recipe (lr / 3 for the three summed losses), BNs shared
     run('train_stage1_shared', 'train.py', [*train, '--model', 'drnet_tf_efficientnet_lite0', '--pretrained',
-                                            '--stage', 'multires', '--epochs', str(b['epochs']), '--model-kwargs',
-                                            'private_bn=False', '--experiment', 'stage1_shared'], shared1)
+                                            '--stage', 'multires', '--epochs', str(b['epochs']), '--lr',
+                                            f"{b['lr'] / 3:.6g}", '--model-kwargs', 'private_bn=False',
+                                            '--experiment', 'stage1_shared'], shared1)
     name = f'shared_a{mid:g}_e{bench_eta:g}'
     model = out / 'runs' / name / 'drnet' / 'last.pth.tar'
     run(f'train_{name}', 'train.py', [*train, *stage2, '--initial-checkpoint', str(shared1), '--flops-target',
