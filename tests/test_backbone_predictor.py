@@ -93,3 +93,16 @@ def test_local_dir_round_trip_keeps_the_backbone_predictor(tmp_path):
 def test_backbone_without_intermediates_is_a_clear_error():
     with pytest.raises(ValueError, match="predictor='backbone' needs a timm backbone .* got Conv2d"):
         create_predictor('backbone', 3, backbone=torch.nn.Conv2d(3, 8, 3))
+
+
+def test_onnx_export_routes_like_the_model(tmp_path):
+    pytest.importorskip('onnxruntime')
+    model = timm.create_model('drnet', backbone='resnet18', predictor='backbone', num_classes=3).eval()
+    _randomize_bn(model)
+    x = torch.randn(6, 3, 96, 96)
+    timm_drnet.export_onnx(model, tmp_path, input_size=(3, 96, 96))
+    out = timm_drnet.OnnxDRNet(tmp_path).forward_routed(x.numpy())
+    with torch.no_grad():
+        ref = model.forward_routed(x)
+    assert (out.resolution_index == ref.resolution_index.numpy()).all()
+    assert abs(out.logits - ref.logits.numpy()).max() < 1e-4
