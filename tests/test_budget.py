@@ -3,7 +3,7 @@ import pytest
 import torch
 import timm
 
-from timm_drnet import CostTable, cost_offsets, solve_budget
+from timm_drnet import CostTable, cost_offsets, solve_budget, solve_budget_top1
 
 SIZE = 96
 
@@ -126,3 +126,56 @@ def test_bad_calibration_input(model, varied_images):
     model.eval_gumbel = True
     with pytest.raises(ValueError, match='eval_gumbel'):
         model.set_budget(0.03, varied_images(4, SIZE))
+
+
+def test_labeled_calibration_uses_a_resolution_the_scores_never_prefer():
+    """Scores of the middle resolution below both others: no Lagrangian offset ever routes an image there, so the
+    plain calibration mixes the extremes. With labels saying the middle one is right wherever the dearest is,
+    the labeled search sends every image there, at exactly its cost."""
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(60, 3, generator=g, dtype=torch.float64)
+    scores[:, 1] = torch.minimum(scores[:, 0], scores[:, 2]) - 1
+    costs = torch.tensor([4.0, 2.5, 1.0], dtype=torch.float64)
+    correct = torch.ones(60, 3, dtype=torch.bool)
+    correct[::2, 2] = False  # the cheapest is wrong on every other image
+    target = 2.5
+
+    plain = (scores + cost_offsets(costs, solve_budget(scores, costs, target))).argmax(-1)
+    assert not (plain == 1).any()
+    assert correct.gather(1, plain[:, None]).float().mean() < 1
+
+    offsets, lam = solve_budget_top1(scores, costs, target, correct)
+    index = (scores + offsets + cost_offsets(costs, lam)).argmax(-1)
+    assert (index == 1).all() and costs[index].mean().item() == target
+
+
+def test_labeled_set_budget_against_the_routed_model(model, varied_images):
+    """Cost and top-1 that labeled calibration reports, checked against forward_routed (the batch split), and
+    never below the unlabeled calibration's top-1 on the same images."""
+    x = varied_images(64, SIZE)
+    y = torch.randint(0, 5, (64,), generator=torch.Generator().manual_seed(0))
+    lo, hi = reachable(model.cost_table((3, SIZE, SIZE)))
+    for frac in (0.3, 0.6):
+        target = lo + frac * (hi - lo)
+        top1 = []
+        for labeled in (False, True):
+            result = model.set_budget(target, [(x[:40], y[:40]), (x[40:], y[40:])], batch_size=16, labeled=labeled)
+            with torch.no_grad():
+                out = model.forward_routed(x)
+            assert abs(out.cost.mean().item() - target) <= 0.03 * target
+            assert out.cost.mean().item() == pytest.approx(result.cost, rel=1e-6)
+            top1.append(100 * (out.logits.argmax(-1) == y).float().mean().item())
+        assert result.top1 == pytest.approx(top1[1])
+        assert top1[1] >= top1[0]
+
+
+def test_labeled_calibration_needs_class_indices(model, varied_images):
+    x = varied_images(8, SIZE)
+    lo, hi = reachable(model.cost_table((3, SIZE, SIZE)))
+    target = (lo + hi) / 2
+    for bad, what in ((x, 'NoneType'), ([(x, torch.rand(8))], 'torch.float32'), ([(x, torch.zeros(5, dtype=torch.long))],
+                                                                                  '(5,)')):
+        with pytest.raises(ValueError, match='one integer class index per image') as e:
+            model.set_budget(target, bad, labeled=True)
+        assert what in str(e.value) and '(8, 3, 96, 96)' in str(e.value)
+    assert torch.count_nonzero(model.resolution_bias) == 0

@@ -15,8 +15,17 @@ by difficulty is kept, only the thresholds move.
 Calibration on a handful of unlabeled images enumerates the exact lambdas at which some image changes
 resolution, binary-searches that sorted list for the plateau whose average cost is closest to the
 target and takes a lambda in the middle of that plateau, away from any image's switching point.
+
+The scores are only as good as the predictor's training made them: one whose scores for a middle resolution
+never top the others sends no image there at any lambda, and the budget curve then runs straight between
+the extreme resolutions, below the static models in between. Labeled calibration images fix that without
+retraining: ``solve_budget_top1`` adds per-resolution offsets d_j (one coordinate at a time, lambda solved
+again for each) and keeps those that score best on the calibration images while meeting the budget. The
+routing is still argmax_j (s_ij + d_j - lambda * C_j), so images keep the predictor's order between any two
+resolutions; with an uninformative predictor the search falls back to mixing the static resolutions that
+give the most top-1 per cost.
 """
-from typing import TYPE_CHECKING, Iterable, List, NamedTuple, Tuple, Union
+from typing import TYPE_CHECKING, Iterable, List, NamedTuple, Optional, Tuple, Union
 
 import torch
 
@@ -25,7 +34,7 @@ from .costs import CostTable, eval_mode
 if TYPE_CHECKING:
     from .drnet import DRNet
 
-__all__ = ['BudgetCalibration', 'calibrate_budget', 'cost_offsets', 'solve_budget']
+__all__ = ['BudgetCalibration', 'calibrate_budget', 'cost_offsets', 'solve_budget', 'solve_budget_top1']
 
 Images = Union[torch.Tensor, Iterable]
 
@@ -39,6 +48,7 @@ class BudgetCalibration(NamedTuple):
     counts: Tuple[int, ...]  # calibration images routed to each resolution
     reachable: Tuple[float, float]  # (every image at the cheapest, every image at the dearest) mean cost
     unit: str
+    top1: Optional[float] = None  # top-1 % on the calibration images (labeled calibration only)
 
 
 def cost_offsets(costs: torch.Tensor, lam: float) -> torch.Tensor:
@@ -91,38 +101,106 @@ def solve_budget(scores: torch.Tensor, costs: torch.Tensor, target: float) -> fl
     return lams[lo].item() if target - below <= above - target else lams[lo - 1].item()
 
 
-def _batches(images: Images) -> Iterable[torch.Tensor]:
-    """Image batches from a tensor (N, C, H, W) or an iterable of tensors / (images, targets) pairs."""
+def _route(scores: torch.Tensor, costs: torch.Tensor, offsets: torch.Tensor, target: float
+           ) -> Tuple[torch.Tensor, float]:
+    """Resolution index of each image once lambda meets ``target`` for ``scores + offsets``, and that lambda."""
+    lam = solve_budget(scores + offsets, costs, target)
+    return (scores + offsets + cost_offsets(costs, lam)).argmax(-1), lam
+
+
+def solve_budget_top1(
+        scores: torch.Tensor,
+        costs: torch.Tensor,
+        target: float,
+        correct: torch.Tensor,
+        tolerance: float = 0.03,
+        num_candidates: int = 33,
+        passes: int = 2,
+) -> Tuple[torch.Tensor, float]:
+    """ Offsets d (m,) and lambda whose routing of ``scores`` (N, m) is most often right on labeled images.
+
+    ``correct`` (N, m) says whether the backbone classifies image i correctly at resolution j. Starting from
+    the plain Lagrangian (d = 0), each d_j (j >= 1; d_0 = 0 fixes the free constant) in turn tries the
+    offsets at which a quantile of the images would switch to resolution j, and one far below and one far
+    above every image's gap (before the cost penalty: j first for no image / for every image); lambda is
+    solved again for each, and the candidate is kept when its mean backbone cost is within
+    ``tolerance`` of ``target`` and it classifies more calibration images correctly (ties keep the incumbent).
+    """
+    scores, costs, correct = scores.double(), costs.double(), correct.bool()
+    m = costs.numel()
+    if correct.shape != scores.shape:
+        raise ValueError(f'correct has shape {tuple(correct.shape)}, expected the scores\' {tuple(scores.shape)}')
+
+    def score(offsets: torch.Tensor) -> Tuple[int, float]:
+        index, lam = _route(scores, costs, offsets, target)
+        if abs(costs[index].mean().item() - target) > tolerance * target:
+            return -1, lam
+        return int(correct.gather(1, index[:, None]).sum()), lam
+
+    best = torch.zeros(m, dtype=torch.float64)
+    best_hits, best_lam = score(best)
+    levels = torch.linspace(0, 1, num_candidates, dtype=torch.float64)
+    for _ in range(passes):
+        for j in range(1, m):
+            # gap_i: what image i needs added to s_ij to beat its best other resolution
+            others = torch.cat([scores[:, :j], scores[:, j + 1:]], 1)
+            gap = others.max(1).values - scores[:, j]
+            span = 2 * gap.abs().max().item() + 1
+            for value in torch.cat([gap.quantile(levels), gap.new_tensor([-span, span])]).tolist():
+                trial = best.clone()
+                trial[j] = value
+                hits, lam = score(trial)
+                if hits > best_hits:
+                    best, best_hits, best_lam = trial, hits, lam
+    return best, best_lam
+
+
+def _batches(images: Images, labeled: bool) -> Iterable[Tuple[torch.Tensor, Optional[torch.Tensor]]]:
+    """(images, targets or None) from a tensor (N, C, H, W) or an iterable of tensors / (images, targets) pairs."""
     if isinstance(images, torch.Tensor):
-        yield images
-        return
+        images = [images]
     for batch in images:
+        target = None
         if isinstance(batch, (tuple, list)) and batch:
-            batch = batch[0]
+            batch, target = batch[0], (batch[1] if len(batch) > 1 else None)
         if not isinstance(batch, torch.Tensor):
             raise TypeError(f'Calibration images must be tensors (N, C, H, W) or (images, targets) batches, '
                             f'got {type(batch).__name__}')
-        yield batch
+        if labeled:
+            if not isinstance(target, torch.Tensor) or target.dtype.is_floating_point or \
+                    target.shape != batch.shape[:1]:
+                got = f'{type(target).__name__} {tuple(target.shape)} {target.dtype}' \
+                    if isinstance(target, torch.Tensor) else type(target).__name__
+                raise ValueError(f'Labeled calibration needs (images, targets) batches with one integer class index '
+                                 f'per image: images {tuple(batch.shape)}, targets {got}')
+        yield batch, target
 
 
 @torch.no_grad()
-def _predictor_scores(model: 'DRNet', images: Images, batch_size: int) -> Tuple[torch.Tensor, Tuple[int, ...]]:
-    """Raw predictor scores (N, m), without resolution bias, of every calibration image, and their (C, H, W)."""
+def _calibration_pass(model: 'DRNet', images: Images, batch_size: int, labeled: bool,
+                      ) -> Tuple[torch.Tensor, Optional[torch.Tensor], Tuple[int, ...]]:
+    """ Raw predictor scores (N, m), without resolution bias, of every calibration image; with ``labeled``, also
+    whether the backbone classifies each correctly at each resolution (N, m); and the images' (C, H, W)."""
     param = next(model.parameters())
     scores: List[torch.Tensor] = []
+    correct: List[torch.Tensor] = []
     sizes = set()
     with eval_mode(model):
-        for batch in _batches(images):
+        for batch, target in _batches(images, labeled):
             model.check_input(batch)
             sizes.add(tuple(batch.shape[1:]))
-            for chunk in batch.split(batch_size):
-                chunk = chunk.to(param.device, param.dtype)
+            for start in range(0, batch.shape[0], batch_size):
+                chunk = batch[start:start + batch_size].to(param.device, param.dtype)
                 scores.append(model.predict_logits(chunk, bias=False).float().cpu())
+                if labeled:
+                    t = target[start:start + batch_size].cpu()
+                    correct.append(torch.stack([model.forward_resolution(chunk, j).argmax(-1).cpu() == t
+                                                for j in range(model.num_resolutions)], 1))
     if sum(s.shape[0] for s in scores) == 0:
         raise ValueError('set_budget needs at least one calibration image, got none')
     if len(sizes) > 1:
         raise ValueError(f'Calibration images must share one input size, got {sorted(sizes)}')
-    return torch.cat(scores), sizes.pop()
+    return torch.cat(scores), torch.cat(correct) if labeled else None, sizes.pop()
 
 
 def calibrate_budget(
@@ -131,6 +209,7 @@ def calibrate_budget(
         images: Images,
         batch_size: int = 64,
         tolerance: float = 0.03,
+        labeled: bool = False,
 ) -> BudgetCalibration:
     """ Set ``model.resolution_bias`` so the mean cost per image on ``images`` is ``target`` within ``tolerance``.
 
@@ -145,7 +224,7 @@ def calibrate_budget(
     target = float(target)
     if batch_size < 1:
         raise ValueError(f'batch_size must be >= 1, got {batch_size}')
-    scores, input_size = _predictor_scores(model, images, batch_size)
+    scores, correct, input_size = _calibration_pass(model, images, batch_size, labeled)
     table: CostTable = model.cost_table(input_size)
     costs = torch.tensor(table.backbone, dtype=torch.float64)
     reachable = (costs.min().item() + table.predictor, costs.max().item() + table.predictor)
@@ -155,8 +234,13 @@ def calibrate_budget(
             f'costs from {reachable[0]:.4g} (every image at the cheapest resolution) to {reachable[1]:.4g} '
             f'{table.unit} (every image at the dearest), predictor included')
 
-    lam = solve_budget(scores, costs, target - table.predictor)
-    bias = cost_offsets(costs, lam).float()
+    if correct is None:
+        lam = solve_budget(scores, costs, target - table.predictor)
+        bias = cost_offsets(costs, lam).float()
+    else:
+        offsets, lam = solve_budget_top1(scores, costs, target - table.predictor, correct,
+                                         tolerance=tolerance * target / (target - table.predictor))
+        bias = (offsets + cost_offsets(costs, lam)).float()
     # the routing the model will do: its own float32 sum and selection, not the float64 search
     with eval_mode(model):
         index = model.select(scores.to(bias.device) + bias).argmax(-1)
@@ -170,4 +254,5 @@ def calibrate_budget(
     with torch.no_grad():
         model.resolution_bias.copy_(bias.to(model.resolution_bias))
     counts = tuple(torch.bincount(index, minlength=costs.numel()).tolist())
-    return BudgetCalibration(target, cost, lam, bias, counts, reachable, table.unit)
+    top1 = None if correct is None else 100 * correct.gather(1, index.cpu()[:, None]).float().mean().item()
+    return BudgetCalibration(target, cost, lam, bias, counts, reachable, table.unit, top1)

@@ -383,6 +383,7 @@ class DRNet(nn.Module):
             images: Union[torch.Tensor, Iterable],
             batch_size: int = 64,
             tolerance: float = 0.03,
+            labeled: bool = False,
     ) -> BudgetCalibration:
         """ Meet a mean cost per image at inference, without retraining.
 
@@ -393,8 +394,12 @@ class DRNet(nn.Module):
         order of difficulty (see ``timm_drnet.budget``). The bias is a buffer, saved with the state dict;
         ``resolution_bias.zero_()`` restores the trained routing. Raises ValueError for a target outside
         the reachable range.
+
+        ``labeled=True`` takes (images, targets) batches and also chooses per-resolution offsets that classify
+        the most calibration images correctly within the budget (``solve_budget_top1``), which runs the
+        backbone at every resolution on them; use it when the predictor leaves a resolution unused.
         """
-        return calibrate_budget(self, target, images, batch_size=batch_size, tolerance=tolerance)
+        return calibrate_budget(self, target, images, batch_size=batch_size, tolerance=tolerance, labeled=labeled)
 
     def default_input_size(self) -> Tuple[int, int, int]:
         cfg = getattr(self, 'pretrained_cfg', None) or {}
