@@ -15,7 +15,8 @@ at each resolution and the accuracy per chosen resolution. With flags, also:
 * ``--target-gmacs X`` / ``--target-ms X``: a compute budget set without retraining (``DRNet.set_budget``),
   calibrated on ``--calib-images`` unlabeled images of the train split (else held out of the evaluated
   split), then evaluated; the report states the target, the cost on the calibration images and the cost
-  reached on the evaluated ones;
+  reached on the evaluated ones; ``--calib-labels`` also uses their labels to pick the resolution offsets
+  that classify the most of them correctly within the budget;
 * ``--cost latency``: costs in ms measured on this device instead of counted GMACs (a checkpoint trained
   with ``train.py --cost latency`` brings its own table).
 
@@ -129,6 +130,10 @@ parser.add_argument('--calib-images', type=int, default=256, metavar='N',
 parser.add_argument('--calib-split', default='train', metavar='NAME',
                     help='split the calibration images are drawn from at random (default: train); without it, they '
                          'are held out of the evaluated split')
+parser.add_argument('--calib-labels', action='store_true',
+                    help='calibrate the budget with the calibration images\' labels too: per-resolution offsets that '
+                         'classify the most of them correctly within the budget (DRNet.set_budget(labeled=True); '
+                         'runs the backbone at every resolution on them)')
 
 
 def plot_accuracy_vs_cost(summary: Dict[str, Any], path: Path) -> None:
@@ -331,9 +336,10 @@ def validate(args: argparse.Namespace) -> Dict[str, Any]:
         calib_set, dataset, source = calibration_split(args, dataset, data_config['input_size'][-1])
         with amp_autocast():
             calibration = model.set_budget(target, create_loader(calib_set, **loader_kwargs),
-                                           batch_size=args.batch_size)
+                                           batch_size=args.batch_size, labeled=args.calib_labels)
+        labels = '' if calibration.top1 is None else f', top-1 {calibration.top1:.2f} there (labeled)'
         _logger.info(f'Budget {target:g} {unit_label(calibration.unit)}: calibrated on {source}, '
-                     f'{calibration.cost:.4g} there, images per resolution {list(calibration.counts)}.')
+                     f'{calibration.cost:.4g} there, images per resolution {list(calibration.counts)}{labels}.')
     loader = create_loader(dataset, **loader_kwargs)
 
     plot_dir = Path(args.plot) if args.plot else None
@@ -360,7 +366,8 @@ def validate(args: argparse.Namespace) -> Dict[str, Any]:
             target=target, unit=calibration.unit, achieved=summary['drnet']['cost'],
             calibration=dict(source=source, num_images=sum(calibration.counts), cost=calibration.cost,
                              counts=list(calibration.counts), lam=calibration.lam,
-                             reachable=list(calibration.reachable)))
+                             reachable=list(calibration.reachable), labeled=args.calib_labels,
+                             top1=calibration.top1, bias=calibration.bias.tolist()))
         text += '\n' + format_budget(summary['budget'])
     print(text, flush=True)
 

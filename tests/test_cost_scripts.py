@@ -118,6 +118,30 @@ def test_validate_budget_matches_an_independent_calibration(checkpoint, tmp_path
         in proc.stdout
 
 
+def test_validate_labeled_budget_matches_an_independent_calibration(checkpoint, tmp_path):
+    """--calib-labels: the same labeled set_budget by hand on the 64 train-split images and their labels."""
+    path, model = checkpoint
+    target = _mid_target(model)
+    proc = run_script('validate.py', ['--checkpoint', path, '--synthetic-samples', '96', '--workers', '0',
+                                      '--target-gmacs', target, '--calib-images', '64', '--calib-labels',
+                                      '--results-file', tmp_path / 'r.json'])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads((tmp_path / 'r.json').read_text())
+    calib = res['budget']['calibration']
+
+    model.resolution_bias.zero_()
+    result = model.set_budget(target, [_synthetic('train', 64)], labeled=True)
+    assert calib['labeled'] and calib['counts'] == list(result.counts)
+    assert calib['top1'] == pytest.approx(result.top1) and calib['bias'] == pytest.approx(result.bias.tolist(), rel=1e-4, abs=1e-6)
+    x, y = _synthetic('validation', 96)
+    with torch.no_grad():
+        out = model.forward_routed(x)
+    model.resolution_bias.zero_()
+    assert res['drnet']['cost'] == pytest.approx(out.cost.double().mean().item(), rel=1e-6)
+    assert res['drnet']['top1'] == pytest.approx(100 * (out.logits.argmax(-1) == y).double().mean().item())
+    assert f'top-1 {result.top1:.2f} there (labeled)' in proc.stderr
+
+
 def test_validate_budget_without_a_train_split_holds_images_out(checkpoint, tmp_path):
     path, model = checkpoint
     rng = np.random.default_rng(0)
