@@ -13,7 +13,8 @@ Every model is trained and evaluated by ``train.py`` / ``validate.py``, as a use
 4. stage 2 at several FLOPs targets alpha: the predictor trained on stage 1's backbone (frozen, so the
    backbone has seen exactly what the static baseline saw), evaluated with argmax routing, against random
    routing with the same shares (3 seeds) and the oracle;
-5. one of those DRNets swept over compute budgets at inference (``validate.py --target-gmacs``, no retraining).
+5. one of those DRNets swept over compute budgets at inference (``validate.py --target-gmacs``, no retraining),
+   calibrated on 256 unlabeled train images, and again with their labels (``--calib-labels``).
 
 Random routing with a DRNet's shares is scored as sum_j share_j x (stage-1 top-1 at resolution j), its exact
 expectation (the backbone is stage 1's); the plotted alpha's validate.py run also gives the paper's 3 seeds.
@@ -26,7 +27,7 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Dict
+from typing import Dict, List, Tuple
 
 from common import DEFAULT_IMAGENETTE, Runner, load_json, prepare_imagenette
 
@@ -94,11 +95,12 @@ def main() -> None:
                                            '--results-file', str(res / f'{name}.json')], res / f'{name}.json')
     sweep_model = out / 'runs' / f'drnet_a{args.alphas[len(args.alphas) // 2]:g}' / 'drnet' / 'last.pth.tar'
     base = load_json(res / 'static.json')['static'][0]['cost']
-    for fraction in args.budgets:
-        name = f'budget_{fraction:g}'
-        run(f'val_{name}', 'validate.py', [
-            *val, '--checkpoint', str(sweep_model), '--target-gmacs', f'{fraction * base:.5f}',
-            '--results-file', str(res / f'{name}.json')], res / f'{name}.json')
+    for prefix, extra in (('budget', []), ('budget_labeled', ['--calib-labels'])):
+        for fraction in args.budgets:
+            name = f'{prefix}_{fraction:g}'
+            run(f'val_{name}', 'validate.py', [
+                *val, '--checkpoint', str(sweep_model), '--target-gmacs', f'{fraction * base:.5f}', *extra,
+                '--results-file', str(res / f'{name}.json')], res / f'{name}.json')
 
     report = summarize(res, args)
     report['seconds'] = dict(run.seconds, total=time.time() - start)
@@ -136,10 +138,11 @@ def summarize(res: Path, args) -> Dict:
         return row
 
     rows['drnet'] = [routed(load(f'drnet_a{a:g}'), alpha=a) for a in args.alphas]
-    rows['budgets'] = [routed(load(f'budget_{f:g}'), fraction=f, target=load(f'budget_{f:g}')['budget']['target'])
-                       for f in args.budgets]
+    for key, prefix in (('budgets', 'budget'), ('budgets_labeled', 'budget_labeled')):
+        rows[key] = [routed(load(f'{prefix}_{f:g}'), fraction=f, target=load(f'{prefix}_{f:g}')['budget']['target'])
+                     for f in args.budgets]
     base = rows['static_ft_224']
-    points = rows['drnet'] + rows['budgets']
+    points = rows['drnet'] + rows['budgets'] + rows['budgets_labeled']
     reach = [p for p in points if p['top1'] >= base['top1']]
     rows['targets'] = dict(
         static_ft_top1=base['top1'], static_ft_gmacs=base['gmacs'],
@@ -149,7 +152,20 @@ def summarize(res: Path, args) -> Dict:
         max_gain_over_random=max(p['top1'] - p['random_top1'] for p in points),
         predictor_share_of_backbone=rows['predictor_gmacs'] / base['gmacs'],
     )
+    # the static curve: stage 1's branches joined by straight lines (what mixing static models at random gives)
+    curve = sorted((s['gmacs'], s['top1']) for s in rows['stage1'])
+    for key in ('budgets', 'budgets_labeled'):
+        gaps = [p['top1'] - interpolate(curve, p['gmacs']) for p in rows[key] if curve[0][0] <= p['gmacs'] <= curve[-1][0]]
+        rows['targets'][f'{key}_minus_static_curve'] = (min(gaps), max(gaps)) if gaps else None
     return rows
+
+
+def interpolate(curve: List[Tuple[float, float]], x: float) -> float:
+    """The piecewise-linear ``curve`` (sorted (x, y) points) at ``x`` within its range."""
+    for (x0, y0), (x1, y1) in zip(curve, curve[1:]):
+        if x0 <= x <= x1:
+            return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    raise ValueError(f'{x} outside {curve[0][0]}..{curve[-1][0]}')
 
 
 def print_report(r: Dict) -> None:
@@ -167,10 +183,11 @@ def print_report(r: Dict) -> None:
         seeds = f" (3 seeds: {d['random_seeds_top1']:.2f}±{d['random_seeds_std']:.2f})" if 'random_seeds_top1' in d else ''
         print(f"{'DRNet alpha ' + format(d['alpha'], 'g') + ' (argmax)':44s} {d['top1']:7.2f} {d['gmacs']:8.4f}  "
               f"{shares}   random {d['random_top1']:.2f} at {d['random_gmacs']:.4f}{seeds}")
-    for b in r['budgets']:
-        shares = '/'.join(f'{100 * x:.0f}' for x in b['shares'])
-        print(f"{'DRNet budget ' + format(b['fraction'], 'g') + 'x (set_budget)':44s} {b['top1']:7.2f} "
-              f"{b['gmacs']:8.4f}  {shares}   random {b['random_top1']:.2f} at {b['random_gmacs']:.4f}")
+    for key, how in (('budgets', 'set_budget'), ('budgets_labeled', 'labeled')):
+        for b in r[key]:
+            shares = '/'.join(f'{100 * x:.0f}' for x in b['shares'])
+            print(f"{'DRNet budget ' + format(b['fraction'], 'g') + f'x ({how})':44s} {b['top1']:7.2f} "
+                  f"{b['gmacs']:8.4f}  {shares}   random {b['random_top1']:.2f} at {b['random_gmacs']:.4f}")
     t = r['targets']
     print(f"\npredictor: {r['predictor_gmacs']:.4f} GMACs = {100 * t['predictor_share_of_backbone']:.1f}% of the "
           f"224 backbone (target <= 5%)")
@@ -180,6 +197,11 @@ def print_report(r: Dict) -> None:
           f"0.65x: {'none' if best is None else format(best, '.2f')}")
     print(f"largest DRNet gain over random routing at matched GMACs: {t['max_gain_over_random']:+.2f} points "
           f"(target >= +3)")
+    for key, how in (('budgets', 'unlabeled'), ('budgets_labeled', 'labeled')):
+        gap = t[f'{key}_minus_static_curve']
+        print(f"set_budget sweep ({how} calibration) minus the static curve (stage-1 branches joined, predictor "
+              f"included in DRNet's GMACs): " + ('no point in range' if gap is None else
+                                                 f"{gap[0]:+.2f} to {gap[1]:+.2f} points (target > 0)"))
 
 
 def plot_results(r: Dict, path: Path) -> None:
@@ -195,10 +217,11 @@ def plot_results(r: Dict, path: Path) -> None:
     ax.plot([s['gmacs']], [s['top1']], '*', ms=14, c='black', label='static fine-tuned at 224')
     ax.plot([d['gmacs'] for d in r['drnet']], [d['top1'] for d in r['drnet']], 'D', ms=8, c='tab:red',
             label='DRNet, one per alpha (argmax)')
-    b = sorted(r['budgets'], key=lambda p: p['gmacs'])
-    ax.plot([p['gmacs'] for p in b], [p['top1'] for p in b], 'o-', c='tab:orange',
-            label='one DRNet, set_budget sweep')
-    pts = r['drnet'] + r['budgets']
+    for key, colour, label in (('budgets', 'tab:orange', 'one DRNet, set_budget sweep (unlabeled calibration)'),
+                               ('budgets_labeled', 'tab:brown', 'the same DRNet, labeled calibration')):
+        b = sorted(r[key], key=lambda p: p['gmacs'])
+        ax.plot([p['gmacs'] for p in b], [p['top1'] for p in b], 'o-', c=colour, label=label)
+    pts = r['drnet'] + r['budgets'] + r['budgets_labeled']
     ax.plot([p['random_gmacs'] for p in pts], [p['random_top1'] for p in pts], 'x', c='tab:green',
             label='random routing, matched shares')
     o = r['oracle_stage1']
