@@ -64,8 +64,8 @@ from timm_drnet.checkpoint import (
     set_rng_state,
 )
 from timm_drnet.config import (
-    DEFAULT_MODEL, DEFAULT_MODEL_KWARGS, build_drnet, check_input_size, drnet_config, install_saved_cost_tables,
-    resolve_model_args, saved_cost_tables,
+    DEFAULT_MODEL, DEFAULT_MODEL_KWARGS, build_drnet, check_input_size, check_single_image_maps, drnet_config,
+    install_saved_cost_tables, resolve_model_args, saved_cost_tables,
 )
 from timm_drnet.data import (
     SYNTHETIC_NAME, apply_synthetic_defaults, create_dataset, create_loader, dataset_classes, is_synthetic,
@@ -638,6 +638,8 @@ def setup(args: argparse.Namespace, device: torch.device) -> Dict[str, Any]:
 
     data_config = resolve_data_config(vars(args), model=model, verbose=args.rank == 0)
     check_input_size(model, data_config['input_size'])
+    if args.stage != 'multires' and not args.freeze_backbone:  # stage 2 trains BN on routed groups of any size
+        check_single_image_maps(model, data_config['input_size'])
     return dict(model=model, ckpt=ckpt, dataset_train=dataset_train, dataset_eval=dataset_eval,
                 data_config=data_config)
 

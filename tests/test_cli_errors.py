@@ -3,7 +3,7 @@ import pytest
 import safetensors.torch
 import torch
 
-from timm_drnet.config import DEFAULT_MODEL, DEFAULT_MODEL_KWARGS, build_drnet, drnet_config
+from timm_drnet.config import DEFAULT_MODEL, DEFAULT_MODEL_KWARGS, build_drnet, check_single_image_maps, drnet_config
 
 from script_runner import error_lines, run_script
 
@@ -35,9 +35,30 @@ def _save_checkpoint(path, resolutions=(1.0, 0.75, 0.5), num_classes=8, with_con
     (['--resolutions', '1.5', '0.5'], ['resolutions must lie in (0, 1]']),
     (['--stage', 'drnet', '--flops-target', '0.001'], ['--flops-target 0.001', 'below the smallest reachable',
                                                         'Choose a target between']),
+    (['--stage', 'drnet', '--model-kwargs', 'output_stride=32'], ['resolution 0.5 (32x32 px)', '1x1 final feature map',
+                                                                   'output_stride=16']),
 ])
 def test_train_rejects_bad_settings(args, phrases, tmp_path):
     _assert_one_clear_error(run_script('train.py', [*FAST, *args, '--output', tmp_path]), *phrases)
+
+
+@pytest.mark.parametrize('output_stride', [32, 16])
+def test_single_image_check_agrees_with_batch_norm(output_stride):
+    """The up-front check fails exactly when a single training image at the smallest candidate crashes BN."""
+    model = build_drnet(DEFAULT_MODEL, dict(DEFAULT_MODEL_KWARGS, output_stride=output_stride, num_classes=4)).train()
+    try:
+        model(torch.randn(1, 3, 64, 64), resolution_index=2)
+        crashed = False
+    except ValueError as e:
+        assert 'Expected more than 1 value per channel' in str(e)
+        crashed = True
+    assert crashed == (output_stride == 32)
+    if crashed:
+        with pytest.raises(ValueError, match='1x1 final feature map'):
+            check_single_image_maps(model, (3, 64, 64))
+    else:
+        check_single_image_maps(model, (3, 64, 64))
+    assert model.training
 
 
 def test_data_dir_without_images(tmp_path):

@@ -9,15 +9,16 @@ not part of the state dict.
 """
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import torch
 from torch import nn
 from timm.models import create_model, is_model, parse_model_name, split_model_name_tag
 
-from .costs import CostTable
+from .costs import CostTable, eval_mode
 from .drnet import MIN_INPUT_SIZE, DRNet, check_resolutions
 from .models import DRNET_BACKBONES
 
 __all__ = ['DEFAULT_MODEL', 'DEFAULT_MODEL_KWARGS', 'drnet_config', 'saved_cost_tables', 'install_saved_cost_tables',
-           'resolve_model_args', 'build_drnet', 'check_input_size']
+           'resolve_model_args', 'build_drnet', 'check_input_size', 'check_single_image_maps']
 
 # The scripts' default model: a small DRNet sized for the built-in 64 px synthetic set on a CPU. timm's
 # tiny test_resnet with output stride 16 keeps a 2x2 final feature map at the smallest candidate (32 px),
@@ -117,6 +118,25 @@ def build_drnet(
         raise ValueError(f"'{name}' is a plain timm model, not a DRNet; wrap it with --model drnet "
                          f"--model-kwargs backbone={name}.")
     return model
+
+
+def check_single_image_maps(model: DRNet, input_size: Sequence[int]) -> None:
+    """ Training may route a single image to any resolution; batch norm then needs more than one value per
+    channel, so the backbone's final feature map must be larger than 1x1 at every candidate (checked with one
+    blank image per candidate, in eval mode). Raises ValueError naming the candidate otherwise."""
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.backbone.modules()):
+        return
+    param = next(model.parameters())
+    with eval_mode(model), torch.no_grad():
+        for j, size in enumerate(model.candidate_sizes(*input_size[1:])):
+            model.set_resolution(j)
+            fmap = model.backbone.forward_features(torch.zeros(1, input_size[0], *size).to(param))
+            if fmap.ndim == 4 and fmap.shape[-2:].numel() == 1:
+                raise ValueError(
+                    f'At input size {input_size[-1]} px, resolution {model.resolutions[j]:g} ({size[0]}x{size[1]} px) '
+                    f'leaves the backbone a 1x1 final feature map: batch norm fails whenever training routes a '
+                    f'single image there. Use a larger --input-size, larger --resolutions, or a backbone with a '
+                    f'smaller output stride (e.g. --model-kwargs output_stride=16).')
 
 
 def check_input_size(model: DRNet, input_size: Sequence[int]) -> None:
