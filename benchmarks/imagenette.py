@@ -155,7 +155,8 @@ def summarize(res: Path, args) -> Dict:
     # the static curve: stage 1's branches joined by straight lines (what mixing static models at random gives)
     curve = sorted((s['gmacs'], s['top1']) for s in rows['stage1'])
     for key in ('budgets', 'budgets_labeled'):
-        gaps = [p['top1'] - interpolate(curve, p['gmacs']) for p in rows[key] if curve[0][0] <= p['gmacs'] <= curve[-1][0]]
+        gaps = [p['top1'] - interpolate(curve, p['gmacs']) for p in rows[key]
+                if curve[0][0] <= p['gmacs'] <= curve[-1][0]]
         rows['targets'][f'{key}_minus_static_curve'] = (min(gaps), max(gaps)) if gaps else None
     return rows
 

@@ -173,8 +173,9 @@ def test_labeled_calibration_needs_class_indices(model, varied_images):
     x = varied_images(8, SIZE)
     lo, hi = reachable(model.cost_table((3, SIZE, SIZE)))
     target = (lo + hi) / 2
-    for bad, what in ((x, 'NoneType'), ([(x, torch.rand(8))], 'torch.float32'), ([(x, torch.zeros(5, dtype=torch.long))],
-                                                                                  '(5,)')):
+    bad_inputs = ((x, 'NoneType'), ([(x, torch.rand(8))], 'torch.float32'),
+                  ([(x, torch.zeros(5, dtype=torch.long))], '(5,)'))
+    for bad, what in bad_inputs:
         with pytest.raises(ValueError, match='one integer class index per image') as e:
             model.set_budget(target, bad, labeled=True)
         assert what in str(e.value) and '(8, 3, 96, 96)' in str(e.value)

@@ -132,7 +132,8 @@ def test_validate_labeled_budget_matches_an_independent_calibration(checkpoint, 
     model.resolution_bias.zero_()
     result = model.set_budget(target, [_synthetic('train', 64)], labeled=True)
     assert calib['labeled'] and calib['counts'] == list(result.counts)
-    assert calib['top1'] == pytest.approx(result.top1) and calib['bias'] == pytest.approx(result.bias.tolist(), rel=1e-4, abs=1e-6)
+    assert calib['top1'] == pytest.approx(result.top1)
+    assert calib['bias'] == pytest.approx(result.bias.tolist(), rel=1e-4, abs=1e-6)
     x, y = _synthetic('validation', 96)
     with torch.no_grad():
         out = model.forward_routed(x)

@@ -85,8 +85,8 @@ class MobilePredictor(nn.Module):
 
 class BackbonePredictor(nn.Module):
     """ A copy of a timm backbone's first ``feature_index + 1`` feature stages (index 2: stride 8 on ResNets and
-    EfficientNets, 16 on ConvNeXt), average pooled, and a linear scorer. Built from the backbone before its BNs become private, so it starts from the
-    backbone's weights; it then trains as the predictor's own copy.
+    EfficientNets, 16 on ConvNeXt), average pooled, and a linear scorer. Built from the backbone before its BNs
+    become private, so it starts from the backbone's weights; it then trains as the predictor's own copy.
     """
     default_input_size = 64
 
