@@ -140,13 +140,15 @@ def solve_budget_top1(
     best = torch.zeros(m, dtype=torch.float64)
     best_hits, best_lam = score(best)
     levels = torch.linspace(0, 1, num_candidates, dtype=torch.float64)
+    candidates = {}
+    for j in range(1, m):
+        # gap_i: what image i needs added to s_ij to beat its best other resolution
+        gap = torch.cat([scores[:, :j], scores[:, j + 1:]], 1).max(1).values - scores[:, j]
+        span = 2 * gap.abs().max().item() + 1
+        candidates[j] = torch.cat([gap.quantile(levels), gap.new_tensor([-span, span])]).tolist()
     for _ in range(passes):
-        for j in range(1, m):
-            # gap_i: what image i needs added to s_ij to beat its best other resolution
-            others = torch.cat([scores[:, :j], scores[:, j + 1:]], 1)
-            gap = others.max(1).values - scores[:, j]
-            span = 2 * gap.abs().max().item() + 1
-            for value in torch.cat([gap.quantile(levels), gap.new_tensor([-span, span])]).tolist():
+        for j, values in candidates.items():
+            for value in values:
                 trial = best.clone()
                 trial[j] = value
                 hits, lam = score(trial)
