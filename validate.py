@@ -127,6 +127,9 @@ budget.add_argument('--target-ms', type=float, default=None, metavar='MS',
                          'checkpoint trained with them)')
 parser.add_argument('--calib-images', type=int, default=256, metavar='N',
                     help='unlabeled images the budget is calibrated on (default: 256)')
+parser.add_argument('--calib-dir', default=None, metavar='DIR',
+                    help='data set root the calibration images come from (default: --data-dir); e.g. a folder of '
+                         'images the model was not trained on, whose confidences match those of new images')
 parser.add_argument('--calib-split', default='train', metavar='NAME',
                     help='split the calibration images are drawn from at random (default: train); without it, they '
                          'are held out of the evaluated split')
@@ -134,6 +137,16 @@ parser.add_argument('--calib-labels', action='store_true',
                     help='calibrate the budget with the calibration images\' labels too: per-resolution offsets that '
                          'classify the most of them correctly within the budget (DRNet.set_budget(labeled=True); '
                          'runs the backbone at every resolution on them)')
+parser.add_argument('--cascade', action='store_true',
+                    help='route by confidence cascade instead of the predictor: each image runs at the smallest '
+                         'level first and moves up while its top class probability is below a threshold, which '
+                         '--target-gmacs / --target-ms calibrate on unlabeled images (DRNet.set_cascade_budget) or '
+                         '--cascade-threshold sets; no trained predictor needed')
+parser.add_argument('--cascade-threshold', type=float, default=None, metavar='P',
+                    help='cascade stopping probability (implies --cascade)')
+parser.add_argument('--cascade-levels', type=int, nargs='+', default=None, metavar='J',
+                    help='candidate indices the cascade runs, in order (0 = largest; default: every candidate, '
+                         'smallest first; implies --cascade)')
 
 
 def plot_accuracy_vs_cost(summary: Dict[str, Any], path: Path) -> None:
@@ -240,9 +253,10 @@ def calibration_split(args: argparse.Namespace, dataset: torch.utils.data.Datase
                       img_size: int) -> Tuple[torch.utils.data.Dataset, torch.utils.data.Dataset, str]:
     """ (calibration images, images to evaluate, where the calibration images come from) for a budget.
 
-    ``--calib-images`` random images of ``--calib-split``; when the data set has no such split, or it holds
-    files of the evaluated split (timm falls back to the data folder itself), a random sample held out of
-    the evaluated split instead, which is then evaluated without it.
+    ``--calib-images`` random images of ``--calib-split`` of ``--calib-dir`` (a folder without that split is taken
+    whole), else of the evaluated data set; when that has no such split, or it holds files of the evaluated split
+    (timm falls back to the data folder itself), a random sample held out of the evaluated split instead, which
+    is then evaluated without it.
     """
     if isinstance(dataset, torch.utils.data.IterableDataset):
         raise ValueError('--target-gmacs / --target-ms calibrate on a sample of a map-style data set; this one is '
@@ -252,19 +266,27 @@ def calibration_split(args: argparse.Namespace, dataset: torch.utils.data.Datase
     generator = torch.Generator().manual_seed(0)
     why_not = None
     try:
-        calib = create_dataset(args.dataset, root=args.data_dir, split=args.calib_split, is_training=False,
-                               img_size=img_size, num_samples=args.calib_images, class_map=args.class_map,
-                               strict_data=args.strict_data, download=args.dataset_download,
+        calib = create_dataset(args.dataset, root=args.calib_dir or args.data_dir, split=args.calib_split,
+                               is_training=False, img_size=img_size, num_samples=args.calib_images,
+                               class_map=args.class_map, strict_data=args.strict_data, download=args.dataset_download,
                                batch_size=args.batch_size)
     except (ValueError, FileNotFoundError, RuntimeError, KeyError) as e:
+        if args.calib_dir:
+            raise ValueError(f'--calib-dir {args.calib_dir}: no images to calibrate on ({str(e).splitlines()[0]}).') \
+                from None
         calib, why_not = None, str(e).splitlines()[0]
     if calib is not None:
         pick = torch.randperm(len(calib), generator=generator)[:args.calib_images].sort().values.tolist()
         evaluated = set(dataset.filenames(absolute=True)) if hasattr(dataset, 'filenames') else set()
+        where = f'{args.calib_dir} ({args.calib_split} split if any)' if args.calib_dir else \
+            f'the {args.calib_split} split'
         if evaluated and any(calib.filename(i, absolute=True) in evaluated for i in pick):
+            if args.calib_dir:
+                raise ValueError(f'--calib-dir {args.calib_dir} holds images of the evaluated split {args.split!r}; '
+                                 f'calibrate on other images.')
             why_not = f'it holds images of the evaluated split {args.split!r}'
         else:
-            return LoaderSubset(calib, pick), dataset, f'{len(pick)} random images of the {args.calib_split} split'
+            return LoaderSubset(calib, pick), dataset, f'{len(pick)} random images of {where}'
     if args.calib_images >= len(dataset):
         raise ValueError(f'No {args.calib_split!r} split to calibrate on ({why_not}), and the {args.split!r} split has '
                          f'only {len(dataset)} images: lower --calib-images to hold some out, or name a split to '
@@ -281,13 +303,33 @@ def calibration_split(args: argparse.Namespace, dataset: torch.utils.data.Datase
 def format_budget(budget: Dict[str, Any]) -> str:
     unit = unit_label(budget['unit'])
     calib = budget['calibration']
+    if budget['routing'] == 'cascade':
+        return (f'Budget: target {budget["target"]:.4g} {unit} per image; cascade over candidates '
+                f'{calib["levels"]} calibrated on {calib["source"]}: {calib["cost"]:.4g} {unit} there (threshold '
+                f'{calib["threshold"]:.4g}, reachable {calib["reachable"][0]:.4g} to {calib["reachable"][1]:.4g}); '
+                f'reached {budget["achieved"]:.4g} {unit} on the evaluated images')
     return (f'Budget: target {budget["target"]:.4g} {unit} per image; calibrated on {calib["source"]}: '
             f'{calib["cost"]:.4g} {unit} there (lambda {calib["lam"]:.4g}, reachable {calib["reachable"][0]:.4g} to '
             f'{calib["reachable"][1]:.4g}); reached {budget["achieved"]:.4g} {unit} on the evaluated images')
 
 
+def check_cascade_args(args: argparse.Namespace) -> None:
+    """``--cascade*`` flags: turn the cascade on when a cascade setting is given, and reject settings that clash."""
+    args.cascade = args.cascade or args.cascade_threshold is not None or args.cascade_levels is not None
+    if not args.cascade:
+        return
+    has_target = args.target_gmacs is not None or args.target_ms is not None
+    if args.calib_labels:
+        raise ValueError('--calib-labels picks the predictor\'s resolution offsets; the cascade (--cascade) is '
+                         'calibrated without labels, drop one of the two.')
+    if has_target == (args.cascade_threshold is not None):
+        raise ValueError('--cascade needs exactly one of --target-gmacs / --target-ms (calibrate the threshold) or '
+                         '--cascade-threshold (set it).')
+
+
 def validate(args: argparse.Namespace) -> Dict[str, Any]:
     """Evaluate the model ``args`` describe on its data set; prints the table and returns the results."""
+    check_cascade_args(args)
     device = torch.device(args.device)
     ckpt = load_training_checkpoint(args.checkpoint) if args.checkpoint else None
     ckpt_cfg = ckpt.get('drnet') if ckpt else None
@@ -332,14 +374,22 @@ def validate(args: argparse.Namespace) -> Dict[str, Any]:
         pin_memory=args.pin_mem, device=device, use_prefetcher=not args.no_prefetcher)
     target = args.target_gmacs if args.target_gmacs is not None else args.target_ms
     calibration = None
+    if args.cascade_threshold is not None:
+        model.set_cascade(args.cascade_threshold, args.cascade_levels)
     if target is not None:
         calib_set, dataset, source = calibration_split(args, dataset, data_config['input_size'][-1])
+        calib_loader = create_loader(calib_set, **loader_kwargs)
         with amp_autocast():
-            calibration = model.set_budget(target, create_loader(calib_set, **loader_kwargs),
-                                           batch_size=args.batch_size, labeled=args.calib_labels)
-        labels = '' if calibration.top1 is None else f', top-1 {calibration.top1:.2f} there (labeled)'
+            if args.cascade:
+                calibration = model.set_cascade_budget(target, calib_loader, levels=args.cascade_levels,
+                                                       batch_size=args.batch_size)
+            else:
+                calibration = model.set_budget(target, calib_loader, batch_size=args.batch_size,
+                                               labeled=args.calib_labels)
+        labels = '' if args.cascade or calibration.top1 is None else f', top-1 {calibration.top1:.2f} there (labeled)'
         _logger.info(f'Budget {target:g} {unit_label(calibration.unit)}: calibrated on {source}, '
-                     f'{calibration.cost:.4g} there, images per resolution {list(calibration.counts)}{labels}.')
+                     f'{calibration.cost:.4g} there, images answered per resolution {list(calibration.counts)}'
+                     f'{labels}.')
     loader = create_loader(dataset, **loader_kwargs)
 
     plot_dir = Path(args.plot) if args.plot else None
@@ -359,15 +409,19 @@ def validate(args: argparse.Namespace) -> Dict[str, Any]:
     sizes = model.candidate_sizes(*data_config['input_size'][1:])
     seeds = args.random_seeds if (args.random or plot_dir is not None) else 0
     summary = summarize(preds, table, model.resolutions, sizes, random_seeds=seeds,
+                        routing='cascade' if model.cascade is not None else 'predictor',
                         oracle=args.oracle or plot_dir is not None)
     text = format_table(summary)
     if calibration is not None:
-        summary['budget'] = dict(
-            target=target, unit=calibration.unit, achieved=summary['drnet']['cost'],
-            calibration=dict(source=source, num_images=sum(calibration.counts), cost=calibration.cost,
-                             counts=list(calibration.counts), lam=calibration.lam,
-                             reachable=list(calibration.reachable), labeled=args.calib_labels,
-                             top1=calibration.top1, bias=calibration.bias.tolist()))
+        calib = dict(source=source, num_images=sum(calibration.counts), cost=calibration.cost,
+                     counts=list(calibration.counts), reachable=list(calibration.reachable))
+        if args.cascade:
+            calib.update(threshold=calibration.threshold, levels=list(calibration.levels))
+        else:
+            calib.update(lam=calibration.lam, labeled=args.calib_labels, top1=calibration.top1,
+                         bias=calibration.bias.tolist())
+        summary['budget'] = dict(target=target, unit=calibration.unit, achieved=summary['drnet']['cost'],
+                                 routing=summary['drnet']['routing'], calibration=calib)
         text += '\n' + format_budget(summary['budget'])
     print(text, flush=True)
 

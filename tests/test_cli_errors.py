@@ -89,3 +89,19 @@ def test_resume_needs_a_training_checkpoint(tmp_path):
     plain = _save_checkpoint(tmp_path / 'weights.safetensors', with_config=False)
     proc = run_script('train.py', [*FAST, '--resume', plain, '--output', tmp_path])
     _assert_one_clear_error(proc, 'not a train.py training checkpoint', '--initial-checkpoint')
+
+
+@pytest.mark.parametrize('args, phrases', [
+    (['--cascade'], ['--cascade needs exactly one of --target-gmacs / --target-ms', '--cascade-threshold']),
+    (['--cascade-threshold', '0.5', '--target-gmacs', '0.01'], ['--cascade needs exactly one of']),
+    (['--cascade', '--target-gmacs', '0.01', '--calib-labels'], ['--calib-labels', 'without labels']),
+    (['--cascade-threshold', '0.5', '--cascade-levels', '0', '5'], ['Cascade levels [5] out of range',
+                                                                    '3 candidate resolutions']),
+    (['--cascade-threshold', '-1'], ['Cascade threshold must be a finite number >= 0']),
+    (['--cascade', '--target-gmacs', '0.01', '--calib-dir', '/nonexistent/calib'],
+     ['--calib-dir /nonexistent/calib: no images to calibrate on']),
+])
+def test_validate_rejects_bad_cascade_settings(args, phrases, tmp_path):
+    ckpt = _save_checkpoint(tmp_path / 'model.pth.tar')
+    proc = run_script('validate.py', ['--checkpoint', ckpt, '--synthetic-samples', '16', '--workers', '0', *args])
+    _assert_one_clear_error(proc, *phrases)

@@ -163,3 +163,62 @@ def test_validate_budget_without_a_train_split_holds_images_out(checkpoint, tmp_
     assert far.returncode == 2 and 'Traceback' not in far.stderr
     errors = [line for line in error_lines(far) if line.startswith('ERROR')]
     assert len(errors) == 1 and 'Budget of 100 gmacs per image is out of reach' in errors[0], errors
+
+
+def _image_folder(root, n: int, seed: int):
+    rng = np.random.default_rng(seed)
+    for cls in ('a', 'b'):
+        (root / cls).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(root / cls / f'{i:02d}.png')
+
+
+def test_validate_cascade_budget_matches_an_independent_calibration(checkpoint, tmp_path):
+    """--cascade --target-gmacs on images of --calib-dir: set_cascade_budget by hand on the same images, then the
+    evaluated images through the cascade."""
+    path, model = checkpoint
+    backbone = model.cost_table((3, 64, 64)).backbone
+    target = backbone[2] + 0.6 * backbone[1]
+    _image_folder(tmp_path / 'calib', 10, seed=1)
+    proc = run_script('validate.py', ['--checkpoint', path, '--synthetic-samples', '96', '--workers', '0',
+                                      '--cascade', '--target-gmacs', target, '--calib-dir', tmp_path / 'calib',
+                                      '--calib-images', '20', '--results-file', tmp_path / 'r.json'])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads((tmp_path / 'r.json').read_text())
+    calib = res['budget']['calibration']
+    assert res['drnet']['routing'] == res['budget']['routing'] == 'cascade'
+    assert calib['source'] == f'20 random images of {tmp_path / "calib"} (train split if any)'
+
+    from timm.data import create_dataset, create_transform, resolve_data_config
+    ds = create_dataset('', root=str(tmp_path / 'calib'))
+    ds.transform = create_transform(**resolve_data_config(dict(input_size=(3, 64, 64)), model=model))
+    calib_x = torch.stack([ds[i][0] for i in range(len(ds))])
+    result = model.set_cascade_budget(target, calib_x)
+    # the loader's uint8 prefetcher normalises on its own path, so confidences (and the half-way threshold) agree
+    # to a few 1e-4, the images' routing exactly
+    assert calib['threshold'] == pytest.approx(result.threshold, abs=2e-3) and calib['levels'] == [2, 1, 0]
+    assert calib['counts'] == list(result.counts) and calib['cost'] == pytest.approx(result.cost)
+    model.set_cascade(calib['threshold'])
+    x, y = _synthetic('validation', 96)
+    with torch.no_grad():
+        out = model.forward_routed(x)
+    model.set_cascade(None)
+    assert res['drnet']['cost'] == pytest.approx(out.cost.double().mean().item(), rel=1e-6)
+    assert res['drnet']['top1'] == pytest.approx(100 * (out.logits.argmax(-1) == y).double().mean().item())
+    assert 'DRNet (cascade, levels summed)' in proc.stdout and 'cascade over candidates [2, 1, 0]' in proc.stdout
+
+
+def test_validate_cascade_threshold(checkpoint, tmp_path):
+    path, model = checkpoint
+    proc = run_script('validate.py', ['--checkpoint', path, '--synthetic-samples', '32', '--workers', '0',
+                                      '--cascade-threshold', '0.6', '--cascade-levels', '2', '0',
+                                      '--results-file', tmp_path / 'r.json'])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads((tmp_path / 'r.json').read_text())
+    model.set_cascade(0.6, (2, 0))
+    x, _ = _synthetic('validation', 32)
+    with torch.no_grad():
+        out = model.forward_routed(x)
+    model.set_cascade(None)
+    assert res['drnet']['cost'] == pytest.approx(out.cost.double().mean().item(), rel=1e-6)
+    assert res['drnet']['counts'] == torch.bincount(out.resolution_index, minlength=3).tolist()

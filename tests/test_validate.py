@@ -42,6 +42,7 @@ def test_summarize_costs_and_accuracies():
         routed_index=torch.tensor([0, 2, 2, 1]),
         routed_top1=torch.tensor([True, True, False, True]),
         routed_topk=torch.ones(4, dtype=torch.bool),
+        routed_cost=torch.tensor([4.5, 1.5, 1.5, 2.5], dtype=torch.float64),  # backbone + 0.5 predictor
         static_top1=torch.tensor([[1, 1, 1, 1], [0, 1, 0, 1], [0, 1, 0, 0]], dtype=torch.bool),
         static_topk=torch.ones(3, 4, dtype=torch.bool),
     )

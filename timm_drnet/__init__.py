@@ -3,6 +3,14 @@
 ``import timm_drnet`` registers the ``drnet_*`` models with timm.
 """
 from .budget import BudgetCalibration, calibrate_budget, cost_offsets, solve_budget, solve_budget_top1
+from .cascade import (
+    Cascade,
+    CascadeCalibration,
+    calibrate_cascade,
+    cascade_stops,
+    check_cascade,
+    solve_cascade_threshold,
+)
 from .costs import CostTable, count_macs, measure_cost_table, measure_latency_ms, unit_label
 from .drnet import DRNet, DRNetOutput, check_resolutions, gumbel_straight_through
 from .export import ONNX_CONFIG_NAME, OnnxDRNet, OnnxDRNetOutput, export_onnx

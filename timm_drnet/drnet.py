@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from timm.models import create_model, is_model, split_model_name_tag
 
 from .budget import BudgetCalibration, calibrate_budget
+from .cascade import Cascade, CascadeCalibration, calibrate_cascade, check_cascade
 from .costs import CostTable, count_macs
 from .layers import convert_resolution_bn, create_predictor, resolution_norms, PREDICTORS
 
@@ -29,9 +30,10 @@ class DRNetOutput(NamedTuple):
     """Logits plus the routing record of one forward."""
     logits: torch.Tensor  # (B, num_classes), in the input order
     resolution_index: torch.Tensor  # (B,) chosen candidate per image (0 = largest)
-    probs: torch.Tensor  # (B, m) predictor softmax (resolution bias included)
+    probs: torch.Tensor  # (B, m) predictor softmax (resolution bias included); one-hot under a cascade
     hard: torch.Tensor  # (B, m) one-hot selection with straight-through gradient
-    cost: torch.Tensor  # (B,) cost of each image, predictor included, in ``cost_unit`` (GMACs by default)
+    cost: torch.Tensor  # (B,) cost of each image in ``cost_unit`` (GMACs by default): predictor included, or
+    # under a cascade the sum of the levels the image ran
 
 
 def check_resolutions(resolutions: Sequence[float]) -> Tuple[float, ...]:
@@ -148,6 +150,7 @@ class DRNet(nn.Module):
         self.tau = float(tau)
         self.eval_gumbel = eval_gumbel
         self.cost_unit = 'gmacs'
+        self.cascade: Optional[Cascade] = None  # confidence-cascade routing in eval, see set_cascade()
         self._norms = resolution_norms(self.backbone)
         self._cost_tables: Dict[Tuple[int, int, int], CostTable] = {}
         self._compiled: Dict[str, Callable] = {}  # filled by compile_for_inference()
@@ -302,8 +305,47 @@ class DRNet(nn.Module):
             out = self._touch_unused_branches(out, counts)
         return out, index, pred_logits, hard
 
+    def _cascade_route(self, x: torch.Tensor, fn: Callable[[torch.Tensor, int], torch.Tensor],
+                       to_logits: Callable[[torch.Tensor], torch.Tensor]) -> Tuple[torch.Tensor, ...]:
+        """ Outputs of ``fn(images, j)``, the level that answered and the cost of each image under ``self.cascade``.
+
+        Each level runs only the images still going; ``to_logits`` turns ``fn``'s output into class logits for
+        the stopping test.
+        """
+        self.check_input(x)
+        levels, threshold = self.cascade
+        table = self.cost_table(tuple(x.shape[1:]))
+        batch = x.shape[0]
+        index = torch.full((batch,), levels[-1], dtype=torch.long, device=x.device)
+        cost = torch.zeros(batch, dtype=torch.float32, device=x.device)
+        going = torch.arange(batch, device=x.device)
+        out = None
+        for k, j in enumerate(levels):
+            res = fn(x, j)
+            if out is None:
+                out = res.new_empty((batch, *res.shape[1:]))
+            cost[going] += table.backbone[j]
+            if k == len(levels) - 1:  # the last level answers for every image still going
+                out[going] = res
+                index[going] = j
+                break
+            stop = to_logits(res).float().softmax(-1).amax(-1) >= threshold
+            out[going[stop]] = res[stop]
+            index[going[stop]] = j
+            going, x = going[~stop], x[~stop]
+            if not going.numel():
+                break
+        return out, index, cost
+
+    def _cascading(self) -> bool:
+        return self.cascade is not None and not self.training
+
     def forward_routed(self, x: torch.Tensor) -> DRNetOutput:
         """Logits plus the routing record: chosen resolution, probabilities, hard weights, per-image cost."""
+        if self._cascading():
+            logits, index, cost = self._cascade_route(x, self.forward_resolution, lambda out: out)
+            hard = F.one_hot(index, self.num_resolutions).to(logits.dtype)
+            return DRNetOutput(logits, index, hard.float(), hard, cost)
         logits, index, pred_logits, hard = self._route(x, self.forward_resolution)
         table = self.cost_table(tuple(x.shape[1:]))
         return DRNetOutput(logits, index, pred_logits.float().softmax(-1), hard, table.per_image(index))
@@ -317,16 +359,21 @@ class DRNet(nn.Module):
         if resolution_index is not None:
             self.check_input(x)
             return self._pre_logits_at(x, resolution_index)
+        if self._cascading():
+            return self._cascade_route(x, self._pre_logits_at, self.get_classifier())[0]
         return self._route(x, self._pre_logits_at)[0]
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         return x if pre_logits else self.backbone.get_classifier()(x)
 
     def forward(self, x: torch.Tensor, resolution_index: Optional[int] = None) -> torch.Tensor:
-        """Logits; routed per image, or the whole batch at candidate ``resolution_index`` when given."""
+        """Logits; routed per image (by the predictor, or by ``cascade`` when set), or the whole batch at candidate
+        ``resolution_index`` when given."""
         if resolution_index is not None:
             self.check_input(x)
             return self.forward_resolution(x, resolution_index)
+        if self._cascading():
+            return self._cascade_route(x, self.forward_resolution, lambda out: out)[0]
         return self._route(x, self.forward_resolution)[0]
 
     @torch.jit.ignore
@@ -400,6 +447,32 @@ class DRNet(nn.Module):
         backbone at every resolution on them; use it when the predictor leaves a resolution unused.
         """
         return calibrate_budget(self, target, images, batch_size=batch_size, tolerance=tolerance, labeled=labeled)
+
+    def set_cascade(self, threshold: Optional[float], levels: Optional[Sequence[int]] = None) -> None:
+        """ Route by confidence cascade in eval mode instead of by the predictor; ``None`` switches it off.
+
+        Each image runs at ``levels`` (candidate indices, default every candidate, smallest first) in turn and
+        stops at the first whose top softmax probability is >= ``threshold``; the last level answers for the
+        rest. Its cost is the sum of the levels it ran; the predictor does not run. Training ignores the
+        cascade. See ``timm_drnet.cascade``.
+        """
+        self.cascade = None if threshold is None else check_cascade(threshold, levels, self.num_resolutions)
+
+    def set_cascade_budget(
+            self,
+            target: float,
+            images: Union[torch.Tensor, Iterable],
+            levels: Optional[Sequence[int]] = None,
+            batch_size: int = 64,
+            tolerance: float = 0.03,
+    ) -> CascadeCalibration:
+        """ Meet a mean cost per image at inference with a confidence cascade, without a trained predictor.
+
+        Runs every level on a few unlabeled ``images`` (as for ``set_budget``) and installs, with
+        ``set_cascade``, the threshold whose mean cost on them is ``target`` within ``tolerance``. Raises
+        ValueError for a target outside [cost of the first level, cost of all levels].
+        """
+        return calibrate_cascade(self, target, images, levels=levels, batch_size=batch_size, tolerance=tolerance)
 
     def default_input_size(self) -> Tuple[int, int, int]:
         cfg = getattr(self, 'pretrained_cfg', None) or {}

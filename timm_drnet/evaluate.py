@@ -41,6 +41,7 @@ class Predictions:
     routed_index: torch.Tensor  # (N,) chosen candidate, 0 = largest
     routed_top1: torch.Tensor  # (N,) bool
     routed_topk: torch.Tensor  # (N,) bool, top-k with k = min(5, num_classes)
+    routed_cost: torch.Tensor  # (N,) cost of each image as routed (predictor, or a cascade's levels, included)
     static_top1: Optional[torch.Tensor] = None  # (m, N) bool: correct with the backbone at candidate j
     static_topk: Optional[torch.Tensor] = None
     topk: int = 5
@@ -84,7 +85,7 @@ def collect_predictions(
     """
     model.eval()
     k = min(5, model.num_classes)
-    targets, index, top1, topk, s_top1, s_topk = [], [], [], [], [], []
+    targets, index, cost, top1, topk, s_top1, s_topk = [], [], [], [], [], [], []
     examples: Dict[int, List[Example]] = {}
     for batch_idx, (x, target) in enumerate(loader):
         if device is not None:
@@ -94,6 +95,7 @@ def collect_predictions(
             static_logits = [model(x, resolution_index=j) for j in range(model.num_resolutions)] if static else []
         targets.append(target.cpu())
         index.append(out.resolution_index.cpu())
+        cost.append(out.cost.double().cpu())
         top1.append(_correct(out.logits, target, 1).cpu())
         topk.append(_correct(out.logits, target, k).cpu())
         if static:
@@ -108,6 +110,7 @@ def collect_predictions(
         routed_index=torch.cat(index),
         routed_top1=torch.cat(top1),
         routed_topk=torch.cat(topk),
+        routed_cost=torch.cat(cost),
         static_top1=torch.cat(s_top1, dim=1) if static else None,
         static_topk=torch.cat(s_topk, dim=1) if static else None,
         topk=k,
@@ -156,12 +159,13 @@ def summarize(
         sizes: Sequence[Sequence[int]],
         random_seeds: int = 3,
         oracle: bool = True,
+        routing: str = 'predictor',
 ) -> Dict[str, Any]:
     """ The report as a JSON-ready dict; ``static``, ``random`` (``random_seeds`` > 0) and ``oracle`` need
     static predictions.
 
-    Accuracies in %, costs per image in ``table.unit``; the DRNet's includes the predictor, the others
-    (which run no predictor) do not.
+    Accuracies in %, costs per image in ``table.unit``; the DRNet's is its routed cost (with the predictor, or
+    under a cascade, ``routing='cascade'``, every level an image ran), the others run no predictor.
     """
     m, n = len(resolutions), preds.target.numel()
     backbone = torch.tensor(table.backbone, dtype=torch.float64)
@@ -181,9 +185,10 @@ def summarize(
         predictor_cost=table.predictor,
         topk=preds.topk,
         drnet=dict(
+            routing=routing,
             top1=_pct(preds.routed_top1),
             topk=_pct(preds.routed_topk),
-            cost=cost_of(preds.routed_index) + table.predictor,
+            cost=preds.routed_cost.mean().item() if n else float('nan'),
             counts=counts.tolist(),
             shares=shares.tolist(),
             top1_per_resolution=[_pct(preds.routed_top1[preds.routed_index == j]) if counts[j] else None
@@ -241,7 +246,8 @@ def format_table(summary: Dict[str, Any]) -> str:
         row(f'random, DRNet shares ({len(rnd["seeds"])} seeds)', f'{rnd["top1_mean"]:.2f}±{rnd["top1_std"]:.2f}',
             rnd['topk_mean'], rnd['cost'], rnd['shares'])
     d = summary['drnet']
-    row('DRNet (predictor included)', f'{d["top1"]:.2f}', d['topk'], d['cost'], d['shares'])
+    name = 'DRNet (cascade, levels summed)' if d.get('routing') == 'cascade' else 'DRNet (predictor included)'
+    row(name, f'{d["top1"]:.2f}', d['topk'], d['cost'], d['shares'])
     if 'oracle' in summary:
         o = summary['oracle']
         row('oracle (smallest correct)', f'{o["top1"]:.2f}', o['topk'], o['cost'], o['shares'])

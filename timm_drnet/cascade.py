@@ -1,0 +1,168 @@
+""" Confidence cascade: a compute budget set by the backbone's own confidence
+
+DRNet's predictor decides from a small thumbnail before the backbone runs. Where that thumbnail says little
+about which images are hard (``benchmarks/predictor_ceiling.py`` measures this on imagenette), its routing is no
+better than random. A cascade asks the backbone instead, and needs no trained predictor (a stage-1 model works):
+every image first runs at the cheapest level; it stops there when its top softmax probability reaches
+``threshold``, else it runs again at the next level, and so on; the last level answers for every image still
+going. An image's cost is the sum of the levels it ran; the predictor does not run.
+
+A higher threshold sends every image at least as far, so the mean cost rises monotonically with it: one number
+is the whole budget knob, and calibrating it needs no labels. ``calibrate_cascade`` runs every level on the
+calibration images once, then binary-searches the confidences at which images switch for the threshold whose
+mean cost is closest to the target, and takes it half-way between two such confidences.
+"""
+from typing import TYPE_CHECKING, List, NamedTuple, Optional, Sequence, Tuple
+
+import torch
+
+from .budget import Images, _batches
+from .costs import CostTable, eval_mode
+
+if TYPE_CHECKING:
+    from .drnet import DRNet
+
+__all__ = ['Cascade', 'CascadeCalibration', 'calibrate_cascade', 'cascade_stops', 'check_cascade',
+           'solve_cascade_threshold']
+
+
+class Cascade(NamedTuple):
+    """Confidence-cascade routing: which candidates run, in order, and when an image stops."""
+    levels: Tuple[int, ...]  # candidate indices in the order they run (cheapest first)
+    threshold: float  # an image stops at the first level whose top class probability is >= threshold
+
+
+class CascadeCalibration(NamedTuple):
+    """What ``DRNet.set_cascade_budget`` installed and what it achieved on the calibration images."""
+    target: float  # requested mean cost per image, in ``unit``
+    cost: float  # mean cost per image reached on the calibration images (sum of the levels each ran)
+    threshold: float
+    levels: Tuple[int, ...]
+    counts: Tuple[int, ...]  # calibration images answered at each candidate (length m, 0 for unused candidates)
+    reachable: Tuple[float, float]  # (every image stops at the first level, every image runs every level)
+    unit: str
+
+
+def check_cascade(threshold: float, levels: Optional[Sequence[int]], num_resolutions: int) -> Cascade:
+    """ A valid ``Cascade``; ``levels`` defaults to every candidate, smallest (cheapest) first.
+
+    ``threshold`` must be a finite number >= 0: 0 stops every image at the first level, anything above 1 sends
+    every image through every level.
+    """
+    levels = tuple(range(num_resolutions - 1, -1, -1)) if levels is None else tuple(int(j) for j in levels)
+    if not levels:
+        raise ValueError('A cascade needs at least one level (candidate resolution index)')
+    bad = [j for j in levels if not 0 <= j < num_resolutions]
+    if bad:
+        raise ValueError(f'Cascade levels {bad} out of range: the model has {num_resolutions} candidate '
+                         f'resolutions, indices 0 (largest) to {num_resolutions - 1}')
+    if len(set(levels)) != len(levels):
+        raise ValueError(f'Cascade levels must not repeat, got {list(levels)}')
+    threshold = float(threshold)
+    if not (threshold >= 0 and threshold != float('inf')):
+        raise ValueError(f'Cascade threshold must be a finite number >= 0 (a softmax probability), got {threshold}')
+    return Cascade(levels, threshold)
+
+
+def cascade_stops(confidence: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+    """ (T, N) position of the level at which each image stops, for each threshold in ``threshold`` (T,).
+
+    ``confidence`` (N, L) is each image's top class probability at each level, in running order.
+    """
+    go_on = confidence[None, :, :-1] < threshold.view(-1, 1, 1)  # (T, N, L - 1)
+    return go_on.long().cumprod(-1).sum(-1)  # levels passed before the first stop
+
+
+def _mean_cost(confidence: torch.Tensor, level_costs: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+    """(T,) mean cost per image: each image pays every level up to the one it stops at."""
+    return level_costs.cumsum(0)[cascade_stops(confidence, threshold)].mean(-1)
+
+
+def solve_cascade_threshold(confidence: torch.Tensor, level_costs: torch.Tensor, target: float) -> float:
+    """ The threshold whose mean cost on ``confidence`` (N, L) is closest to ``target`` (ties: the cheaper).
+
+    ``level_costs`` (L,) are the levels' costs in running order. The mean cost only changes at the
+    confidences themselves, so the answer is taken half-way between two consecutive ones (or below the
+    smallest / above the largest), away from every image's switching point.
+    """
+    confidence, level_costs = confidence.double(), level_costs.double()
+    points = confidence[:, :-1].flatten().unique()  # sorted
+    if points.numel() == 0:  # one level: nothing to decide
+        return 0.
+    thresholds = torch.cat([points[:1] / 2, (points[1:] + points[:-1]) / 2, points[-1:] + 1])
+    # the mean cost rises with the threshold: binary search for the first threshold at or above the target
+    lo, hi = 0, thresholds.numel() - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if _mean_cost(confidence, level_costs, thresholds[mid:mid + 1]).item() >= target:
+            hi = mid
+        else:
+            lo = mid + 1
+    if lo == 0:
+        return thresholds[0].item()
+    below, above = _mean_cost(confidence, level_costs, thresholds[lo - 1:lo + 1]).tolist()
+    return thresholds[lo - 1].item() if target - below <= above - target else thresholds[lo].item()
+
+
+@torch.no_grad()
+def _confidences(model: 'DRNet', images: Images, levels: Sequence[int], batch_size: int
+                 ) -> Tuple[torch.Tensor, Tuple[int, ...]]:
+    """(N, L) top class probability of every calibration image at every level, and the images' (C, H, W)."""
+    param = next(model.parameters())
+    conf: List[torch.Tensor] = []
+    sizes = set()
+    with eval_mode(model):
+        for batch, _ in _batches(images, labeled=False):
+            model.check_input(batch)
+            sizes.add(tuple(batch.shape[1:]))
+            for start in range(0, batch.shape[0], batch_size):
+                chunk = batch[start:start + batch_size].to(param.device, param.dtype)
+                conf.append(torch.stack([model.forward_resolution(chunk, j).float().softmax(-1).amax(-1).cpu()
+                                         for j in levels], 1))
+    if sum(c.shape[0] for c in conf) == 0:
+        raise ValueError('set_cascade_budget needs at least one calibration image, got none')
+    if len(sizes) > 1:
+        raise ValueError(f'Calibration images must share one input size, got {sorted(sizes)}')
+    return torch.cat(conf), sizes.pop()
+
+
+def calibrate_cascade(
+        model: 'DRNet',
+        target: float,
+        images: Images,
+        levels: Optional[Sequence[int]] = None,
+        batch_size: int = 64,
+        tolerance: float = 0.03,
+) -> CascadeCalibration:
+    """ Set ``model.cascade`` so the mean cost per image on ``images`` is ``target`` within ``tolerance``.
+
+    See ``DRNet.set_cascade_budget``. Raises ValueError, leaving the model unchanged, for an unreachable
+    target or when the calibration set is too small to get within ``tolerance``.
+    """
+    levels = check_cascade(0., levels, model.num_resolutions).levels
+    if not tolerance >= 0:
+        raise ValueError(f'tolerance must be >= 0 (a fraction of the target), got {tolerance}')
+    if batch_size < 1:
+        raise ValueError(f'batch_size must be >= 1, got {batch_size}')
+    target = float(target)
+    confidence, input_size = _confidences(model, images, levels, batch_size)
+    table: CostTable = model.cost_table(input_size)
+    level_costs = torch.tensor([table.backbone[j] for j in levels], dtype=torch.float64)
+    reachable = (level_costs[0].item(), level_costs.sum().item())
+    if not reachable[0] <= target <= reachable[1]:
+        raise ValueError(
+            f'Budget of {target:.4g} {table.unit} per image is out of reach for a cascade over candidates '
+            f'{list(levels)} at inputs of {input_size}: it costs from {reachable[0]:.4g} (every image stops at '
+            f'the first level) to {reachable[1]:.4g} {table.unit} (every image runs every level)')
+    threshold = solve_cascade_threshold(confidence, level_costs, target)
+    stops = cascade_stops(confidence, torch.tensor([threshold]))[0]
+    cost = level_costs.cumsum(0)[stops].mean().item()
+    if abs(cost - target) > tolerance * target:
+        raise ValueError(
+            f'The closest mean cost reachable on {confidence.shape[0]} calibration images is {cost:.4g} '
+            f'{table.unit}, {abs(cost - target) / target:.1%} from the target {target:.4g} (tolerance '
+            f'{tolerance:.1%}); calibrate on more images')
+    model.set_cascade(threshold, levels)
+    answered = torch.tensor(levels)[stops]
+    counts = tuple(torch.bincount(answered, minlength=model.num_resolutions).tolist())
+    return CascadeCalibration(target, cost, threshold, levels, counts, reachable, table.unit)
