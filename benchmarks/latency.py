@@ -8,6 +8,10 @@ backbone (that resolution's BN branch, no DRNet code) on images already at that 
 Routing efficiency = (sum_j share_j * static_j + predictor) / DRNet, i.e. how close the dynamic model
 comes to an ideal mix of static models that knew each image's resolution in advance.
 
+The same model is also timed with the confidence cascade (``set_cascade_budget`` at the same fraction of the
+224 GMACs, no predictor): its ideal is sum_k (share of images reaching level k) * static time of level k, the
+static models run one after another on exactly the images that need them.
+
     python benchmarks/latency.py --data-dir ../shared/data/imagenette224/val --output output/latency
 """
 import argparse
@@ -23,7 +27,7 @@ import timm
 from timm.data import create_transform, resolve_data_config
 from PIL import Image
 
-from timm_drnet import DRNet, select_resolution_bn
+from timm_drnet import Cascade, DRNet, select_resolution_bn
 from timm_drnet.pretrained import efficientnet_lite0_pretrained
 
 parser = argparse.ArgumentParser(description='DRNet vs static latency on real images')
@@ -97,15 +101,34 @@ def bench_model(name: str, args) -> Dict:
         warm_predictor(model, images)
     target = args.target_fraction * table.backbone[0] + table.predictor
     calibration = model.set_budget(target, images)
+    cascade = model.set_cascade_budget(args.target_fraction * table.backbone[0], images)
+    model.set_cascade(None)
     sizes = model.candidate_sizes(*input_size[1:])
     statics = [select_resolution_bn(copy.deepcopy(model.backbone), j).eval() for j in range(model.num_resolutions)]
     result = dict(model=name, sizes=[s[0] for s in sizes], gmacs=list(table.backbone),
-                  predictor_gmacs=table.predictor, budget=calibration.cost, batches={})
+                  predictor_gmacs=table.predictor, budget=calibration.cost, cascade_budget=cascade.cost,
+                  cascade_levels=list(cascade.levels), batches={})
+
+    setting = Cascade(cascade.levels, cascade.threshold)
+
+    def cascaded(fn: Callable[[torch.Tensor], object], b: torch.Tensor) -> object:
+        """``fn(b)`` with the cascade switched on (the same model object times both routings)."""
+        model.cascade = setting
+        try:
+            return fn(b)
+        finally:
+            model.cascade = None
+
     for bs in args.batch_sizes:
         batches = [images[i:i + bs] for i in range(0, len(images) - bs + 1, bs)]
         with torch.inference_mode():
             routes = torch.cat([model.forward_routed(b).resolution_index for b in batches])
+            answered = [cascaded(model.forward_routed, b) for b in batches]
         share = torch.bincount(routes, minlength=model.num_resolutions).float() / len(routes)
+        position = {j: k for k, j in enumerate(cascade.levels)}
+        stops = torch.tensor([position[j] for out in answered for j in out.resolution_index.tolist()])
+        reach = [(stops >= k).float().mean().item() for k in range(len(cascade.levels))]
+        cascade_gmacs = torch.cat([out.cost for out in answered]).mean().item()
         resized = [[torch.nn.functional.interpolate(b, size=s, mode='bilinear', antialias=True) for b in batches]
                    for s in sizes]
         fns = {}
@@ -113,6 +136,7 @@ def bench_model(name: str, args) -> Dict:
             fns[f'static_{j}'] = lambda j=j, static=static: [static(b) for b in resized[j]]
         fns['predictor'] = lambda: [model.predict_logits(b) for b in batches]
         fns['drnet'] = lambda: [model(b) for b in batches]
+        fns['cascade'] = lambda: [cascaded(model, b) for b in batches]
         ms = {k: v / len(batches) for k, v in time_alternating(fns, args.rounds).items()}  # per batch
         static = [ms[f'static_{j}'] for j in range(model.num_resolutions)]
         ideal = float(sum(s * t for s, t in zip(share.tolist(), static))) + ms['predictor']
@@ -122,7 +146,12 @@ def bench_model(name: str, args) -> Dict:
             ideal_ms=ideal, routing_efficiency=ideal / ms['drnet'], speedup=static[0] / ms['drnet'],
             gmacs_speedup=table.backbone[0] / avg_gmacs, avg_gmacs=avg_gmacs,
             static_ratio=[t / static[0] for t in static],
+            cascade_reach=reach, cascade_ms=ms['cascade'], cascade_gmacs=cascade_gmacs,
+            cascade_ideal_ms=sum(r * static[j] for r, j in zip(reach, cascade.levels)),
         )
+        b = result['batches'][bs]
+        b.update(cascade_efficiency=b['cascade_ideal_ms'] / b['cascade_ms'],
+                 cascade_speedup=static[0] / b['cascade_ms'], cascade_gmacs_speedup=table.backbone[0] / cascade_gmacs)
     return result
 
 
@@ -138,6 +167,10 @@ def print_result(r: Dict) -> None:
               f"{b['ideal_ms']:.1f} ms | routing efficiency {b['routing_efficiency']:.3f}")
         print(f"    DRNet speedup over static {sizes[0]}px: measured {b['speedup']:.2f}x, "
               f"GMACs predict {b['gmacs_speedup']:.2f}x ({b['avg_gmacs']:.3f} GMACs/image)")
+        reach = ', '.join(f'{sizes[j]}px {100 * f:.0f}%' for j, f in zip(r['cascade_levels'], b['cascade_reach']))
+        print(f"    cascade: images reaching each level {reach} | {b['cascade_ms']:.1f} ms | ideal "
+              f"{b['cascade_ideal_ms']:.1f} ms | efficiency {b['cascade_efficiency']:.3f} | speedup over static "
+              f"{sizes[0]}px: measured {b['cascade_speedup']:.2f}x, GMACs predict {b['cascade_gmacs_speedup']:.2f}x")
 
 
 def main() -> None:
