@@ -9,7 +9,9 @@ measures that ranking on imagenette224 as the ROC AUC for "the stage-1 backbone 
   the DRNet loss only hints at: the ceiling of this predictor on this much data);
 * a linear probe on ImageNet-pretrained EfficientNet-Lite0 stages at the predictor's 64 px input
   (what pretrained features would buy, at the MACs shown), trained on all 3000 train images and on 1000 of
-  them (what more data buys).
+  them (what more data buys);
+* the stage-1 backbone's own top class probability at 112 px, low = hard (what ``DRNet.set_cascade`` stops on;
+  it costs the whole 112 px pass, which a cascade pays for every image).
 
 AUC 0.5 is random routing, 1.0 an oracle. Each ranking is also turned into accuracy: the top q of the images
 by score go to 224 px and the rest to 112 px, against random routing with the same shares (its exact
@@ -44,17 +46,20 @@ def load_drnet(run_dir: Path) -> DRNet:
     return timm.create_model(f'local-dir:{run_dir}', pretrained=True).eval()
 
 
-def collect(model: DRNet, data_dir: str, split: str, class_map: str) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Predictor-size thumbnails of the eval crops, and (N, m) correctness of the backbone at each resolution."""
+def collect(model: DRNet, data_dir: str, split: str, class_map: str
+            ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Predictor-size thumbnails of the eval crops, (N, m) correctness of the backbone at each resolution, and
+    (N,) its top class probability at the smallest (what a confidence cascade stops on)."""
     ds = create_dataset('', root=data_dir, split=split, class_map=class_map)
     ds.transform = create_transform(**resolve_data_config(model=model))
-    thumbs, correct = [], []
+    thumbs, correct, confidence = [], [], []
     with torch.inference_mode():
         for x, t in torch.utils.data.DataLoader(ds, batch_size=100, num_workers=2):
             thumbs.append(F.interpolate(x, size=(model.predictor_size,) * 2, mode='bilinear', antialias=True))
-            correct.append(torch.stack([model(x, resolution_index=j).argmax(1) == t
-                                        for j in range(model.num_resolutions)], 1))
-    return torch.cat(thumbs), torch.cat(correct)
+            logits = [model(x, resolution_index=j) for j in range(model.num_resolutions)]
+            correct.append(torch.stack([lg.argmax(1) == t for lg in logits], 1))
+            confidence.append(logits[-1].softmax(1).amax(1))
+    return torch.cat(thumbs), torch.cat(correct), torch.cat(confidence)
 
 
 def auc(score: torch.Tensor, label: torch.Tensor) -> float:
@@ -148,8 +153,8 @@ def main() -> None:
     cfg = load_json(bench / 'results.json')
     class_map = str(bench / 'imagenet_synsets.txt')
     stage1 = load_drnet(bench / 'runs' / 'stage1' / 'multires')
-    x, c = collect(stage1, args.data_dir, 'train', class_map)
-    xv, cv = collect(stage1, args.data_dir, 'val', class_map)
+    x, c, _ = collect(stage1, args.data_dir, 'train', class_map)
+    xv, cv, confidence = collect(stage1, args.data_dir, 'val', class_map)
     y = ~c[:, -1]  # misclassified at the smallest resolution
     result = dict(positives_train=y.float().mean().item(), positives_val=(~cv[:, -1]).float().mean().item(),
                   oracle=ranking((~cv[:, -1]).float(), cv), drnet={})
@@ -160,6 +165,9 @@ def main() -> None:
         result['drnet'][f"alpha_{d['alpha']:g}"] = ranking(scores[:, 0] - scores[:, -1], cv)
     result['supervised_mobile_predictor'] = supervised_predictor(x, y, xv, cv, args.epochs)
     result['pretrained_probe'] = pretrained_probe(x, y, xv, cv, cfg['static_ft_224']['gmacs'])
+    small = cfg['stage1'][-1]['gmacs']
+    result['backbone_confidence_112'] = dict(ranking(-confidence, cv), gmacs=small,
+                                             share_of_backbone=small / cfg['static_ft_224']['gmacs'])
     (bench / 'predictor_ceiling.json').write_text(json.dumps(result, indent=2))
     print(f"images misclassified at 112 px: {100 * result['positives_train']:.1f}% of train, "
           f"{100 * result['positives_val']:.1f}% of val")
@@ -178,6 +186,8 @@ def main() -> None:
     for k, v in result['pretrained_probe'].items():
         line(f"probe on {k}, {v['gmacs'] * 1e3:.1f} MMACs ({100 * v['share_of_backbone']:.1f}%, "
              f"{v['train_images']} images, train AUC {v['train_auc']:.2f})", v)
+    v = result['backbone_confidence_112']
+    line(f"stage-1 backbone's own confidence at 112 px ({100 * v['share_of_backbone']:.0f}%, the cascade's)", v)
     print(f'wrote {bench / "predictor_ceiling.json"}')
 
 

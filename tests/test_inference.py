@@ -53,6 +53,16 @@ def test_compile_one_graph_per_resolution_without_recompiles(warm_drnet, varied_
     assert len(seen) >= 5  # groups of many different sizes went through the compiled graphs
     assert counters['stats']['unique_graphs'] == graphs and counters['frames']['total'] == frames
 
+    # the confidence cascade runs the same per-resolution graphs on the images still going
+    for threshold in (0.3, 0.5, 0.7):
+        model.set_cascade(threshold)
+        eager.set_cascade(threshold)
+        out, ref = routed(model, x[:13]), routed(eager, x[:13])
+        assert torch.equal(out.resolution_index, ref.resolution_index)
+        torch.testing.assert_close(out.logits, ref.logits, rtol=1e-4, atol=1e-5)
+    assert counters['stats']['unique_graphs'] == graphs and counters['frames']['total'] == frames
+    model.set_cascade(None)
+
     model.train()  # training runs eagerly: no new graph
     model(x[:4])
     assert counters['frames']['total'] == frames
