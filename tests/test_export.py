@@ -1,4 +1,6 @@
 """ ONNX export: exact resize taps, BN folding, per-graph and routed parity with onnxruntime, the runner."""
+import json
+
 import numpy as np
 import onnx
 import pytest
@@ -7,7 +9,7 @@ from torch import nn
 import torch.nn.functional as F
 import timm
 
-from timm_drnet import OnnxDRNet, TapResize, export_onnx, fold_batch_norms
+from timm_drnet import ONNX_CONFIG_NAME, OnnxDRNet, TapResize, export_onnx, fold_batch_norms
 from timm_drnet.layers import is_batch_norm
 
 SIZE = 96
@@ -134,3 +136,32 @@ def test_runner_errors(exported, tmp_path):
     assert runner(np.zeros((0, 3, SIZE, SIZE), np.float32)).shape == (0, model.num_classes)
     with pytest.raises(FileNotFoundError, match='export_onnx'):
         OnnxDRNet(tmp_path)
+
+
+def test_runner_cascade_routes_like_the_model(exported):
+    """A cascade set on the model travels with the export; the runner's routes and logits match the model's."""
+    model, directory, config, x = exported
+    with torch.no_grad():
+        conf = torch.stack([model(x, resolution_index=j).softmax(-1).amax(-1) for j in range(3)])
+    points = conf[1:].flatten().sort().values  # a threshold far from every image's confidence at levels 2 and 1
+    k = points.diff().argmax()
+    threshold = ((points[k] + points[k + 1]) / 2).item()
+    model.set_cascade(threshold)
+    try:
+        with torch.no_grad():
+            out = model.forward_routed(x)
+        cascaded = export_onnx(model, directory / 'cascade', (3, SIZE, SIZE))
+    finally:
+        model.set_cascade(None)
+    saved = json.loads((directory / 'cascade' / ONNX_CONFIG_NAME).read_text())['cascade']
+    assert saved == dict(levels=[2, 1, 0], threshold=threshold) and cascaded['cascade']['threshold'] == threshold
+    runner = OnnxDRNet(directory / 'cascade')
+    assert runner.cascade.levels == (2, 1, 0)
+    result = runner.forward_routed(x.numpy())
+    assert result.resolution_index.tolist() == out.resolution_index.tolist()
+    assert len(set(result.resolution_index.tolist())) > 1
+    assert np.abs(result.logits - out.logits.numpy()).max() < 1e-4
+    runner.set_cascade(None)  # back to the predictor graph
+    assert runner.forward_routed(x.numpy()).resolution_index.tolist() == \
+        OnnxDRNet(directory).forward_routed(x.numpy()).resolution_index.tolist()
+    assert config['cascade'] is None

@@ -8,7 +8,9 @@ that resolution's graph -> logits back in input order.
 Every graph takes the full-size image batch (dynamic batch axis) and resizes inside the graph with
 ``TapResize`` (PyTorch's antialiased bilinear kernel as fixed taps, which ONNX ``Resize`` cannot
 reproduce). A backbone graph holds that resolution's private batch norms folded into the convolutions;
-the predictor graph adds the resolution bias, so a budget set with ``set_budget`` is exported too.
+the predictor graph adds the resolution bias, so a budget set with ``set_budget`` is exported too. A confidence
+cascade set on the model (``set_cascade`` / ``set_cascade_budget``) is written to the config, and the runner
+then routes by it: each level's graph on the images still going, stopping on the top softmax probability.
 """
 import copy
 import json
@@ -20,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .cascade import Cascade, check_cascade
 from .layers import TapResize, fold_batch_norms, select_resolution_bn
 
 if TYPE_CHECKING:
@@ -65,7 +68,7 @@ def export_onnx(
     Graphs take float32 image batches of ``input_size`` (C, H, W; default the model's) with a dynamic
     batch axis: the predictor graph returns scores (B, m), resolution bias included; backbone graph j the
     logits (B, num_classes) at candidate j. ``fold_bn`` folds each resolution's private batch norms into
-    the convolutions. The model is left untouched (export works on CPU float32 copies). Returns the config
+    the convolutions. The model's ``cascade``, if set, is saved in the config. The model is left untouched (export works on CPU float32 copies). Returns the config
     written to ``drnet_onnx.json``, which ``OnnxDRNet`` reads.
     """
     input_size = tuple(int(s) for s in (input_size or model.default_input_size()))
@@ -109,6 +112,7 @@ def export_onnx(
         predictor='predictor.onnx',
         backbones=[f'backbone_{j}.onnx' for j in range(len(sizes))],
         cost_table=cost_table,
+        cascade=model.cascade._asdict() if model.cascade is not None else None,
         mean=list(pretrained_cfg['mean']) if 'mean' in pretrained_cfg else None,  # input normalisation
         std=list(pretrained_cfg['std']) if 'std' in pretrained_cfg else None,
     )
@@ -120,7 +124,7 @@ class OnnxDRNetOutput(NamedTuple):
     """Logits plus the routing record of one ``OnnxDRNet`` call (numpy arrays)."""
     logits: np.ndarray  # (B, num_classes), in the input order
     resolution_index: np.ndarray  # (B,) chosen candidate per image (0 = largest)
-    scores: np.ndarray  # (B, m) predictor scores, resolution bias included
+    scores: np.ndarray  # (B, m) predictor scores, resolution bias included; one-hot under a cascade
 
 
 class OnnxDRNet:
@@ -129,6 +133,9 @@ class OnnxDRNet:
     Args:
         directory: folder holding ``drnet_onnx.json`` and the graphs.
         providers: onnxruntime execution providers, default ``['CPUExecutionProvider']``.
+
+    Routes by the predictor graph, or by the confidence cascade the export carries (``cascade``; change it with
+    ``set_cascade``).
     """
 
     def __init__(self, directory: Union[str, Path], providers: Optional[Sequence[str]] = None):
@@ -149,10 +156,17 @@ class OnnxDRNet:
         self.predictor = onnxruntime.InferenceSession(str(directory / self.config['predictor']), providers=providers)
         self.backbones = [onnxruntime.InferenceSession(str(directory / name), providers=providers)
                           for name in self.config['backbones']]
+        saved = self.config.get('cascade')
+        self.cascade: Optional[Cascade] = None
+        self.set_cascade(*((saved['threshold'], saved['levels']) if saved else (None,)))
 
     @property
     def num_resolutions(self) -> int:
         return len(self.backbones)
+
+    def set_cascade(self, threshold: Optional[float], levels: Optional[Sequence[int]] = None) -> None:
+        """Route by confidence cascade (as ``DRNet.set_cascade``); ``None`` routes by the predictor graph."""
+        self.cascade = None if threshold is None else check_cascade(threshold, levels, self.num_resolutions)
 
     def _check(self, images: np.ndarray) -> np.ndarray:
         images = np.asarray(images)
@@ -169,6 +183,8 @@ class OnnxDRNet:
         if x.shape[0] == 0:
             return OnnxDRNetOutput(np.zeros((0, self.num_classes), np.float32), np.zeros(0, np.int64),
                                    np.zeros((0, self.num_resolutions), np.float32))
+        if self.cascade is not None:
+            return self._cascade(x)
         scores = self.predictor.run(None, {'images': x})[0]
         index = scores.argmax(1)
         logits = np.empty((x.shape[0], self.num_classes), dtype=np.float32)
@@ -176,6 +192,27 @@ class OnnxDRNet:
             chosen = np.flatnonzero(index == j)
             logits[chosen] = self.backbones[j].run(None, {'images': x[chosen]})[0]
         return OnnxDRNetOutput(logits, index, scores)
+
+    def _cascade(self, x: np.ndarray) -> OnnxDRNetOutput:
+        """Each level's graph on the images still going; an image stops once its top class probability reaches
+        the threshold, the last level answers for the rest."""
+        levels, threshold = self.cascade
+        logits = np.empty((x.shape[0], self.num_classes), dtype=np.float32)
+        index = np.full(x.shape[0], levels[-1], dtype=np.int64)
+        going = np.arange(x.shape[0])
+        for k, j in enumerate(levels):
+            out = self.backbones[j].run(None, {'images': x[going]})[0]
+            if k == len(levels) - 1:
+                stop = np.ones(len(going), dtype=bool)
+            else:
+                shifted = out - out.max(1, keepdims=True)
+                stop = 1. / np.exp(shifted).sum(1) >= threshold  # top softmax probability
+            logits[going[stop]] = out[stop]
+            index[going[stop]] = j
+            going = going[~stop]
+            if not len(going):
+                break
+        return OnnxDRNetOutput(logits, index, np.eye(self.num_resolutions, dtype=np.float32)[index])
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         """Logits (B, num_classes), each image at its predicted resolution."""
