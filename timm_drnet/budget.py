@@ -25,7 +25,7 @@ routing is still argmax_j (s_ij + d_j - lambda * C_j), so images keep the predic
 resolutions; with an uninformative predictor the search falls back to mixing the static resolutions that
 give the most top-1 per cost.
 """
-from typing import TYPE_CHECKING, Iterable, List, NamedTuple, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Callable, Iterable, List, NamedTuple, Optional, Tuple, Union
 
 import torch
 
@@ -78,6 +78,30 @@ def _plateau_lambdas(scores: torch.Tensor, costs: torch.Tensor) -> torch.Tensor:
     return torch.cat([points[:1] - margin, (points[1:] + points[:-1]) / 2, points[-1:] + margin])
 
 
+def _closest_step(candidates: torch.Tensor, mean_cost: Callable[[torch.Tensor], torch.Tensor], target: float) -> float:
+    """ The candidate whose ``mean_cost`` is closest to ``target``, ties to the cheaper one.
+
+    ``candidates`` (K,) are sorted so that ``mean_cost`` ((L,) candidates -> (L,) costs) is monotone along them,
+    rising or falling; a binary search for where it crosses the target needs O(log K) evaluations.
+    """
+    first, last = mean_cost(candidates[[0, -1]]).tolist()
+    rising = last >= first
+    lo, hi = 0, candidates.numel() - 1
+    while lo < hi:  # the first candidate at or past the target
+        mid = (lo + hi) // 2
+        cost = mean_cost(candidates[mid:mid + 1]).item()
+        if (cost >= target) if rising else (cost <= target):
+            hi = mid
+        else:
+            lo = mid + 1
+    if lo == 0:
+        return candidates[0].item()
+    before, at = mean_cost(candidates[lo - 1:lo + 1]).tolist()
+    if abs(before - target) != abs(at - target):
+        return candidates[lo - 1 if abs(before - target) < abs(at - target) else lo].item()
+    return candidates[lo - 1 if before < at else lo].item()
+
+
 def solve_budget(scores: torch.Tensor, costs: torch.Tensor, target: float) -> float:
     """ Lambda whose routing of ``scores`` (N, m) averages closest to ``target`` backbone cost.
 
@@ -85,20 +109,7 @@ def solve_budget(scores: torch.Tensor, costs: torch.Tensor, target: float) -> fl
     plateau. Float64 maths throughout.
     """
     scores, costs = scores.double(), costs.double()
-    lams = _plateau_lambdas(scores, costs)
-    # mean cost falls as the index rises and the last plateau routes every image to min C <= target:
-    # binary search for the first plateau at or below the target
-    lo, hi = 0, lams.numel() - 1
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if _routed_cost(scores, costs, lams[mid:mid + 1]).item() <= target:
-            hi = mid
-        else:
-            lo = mid + 1
-    if lo == 0:
-        return lams[0].item()
-    above, below = _routed_cost(scores, costs, lams[lo - 1:lo + 1]).tolist()
-    return lams[lo].item() if target - below <= above - target else lams[lo - 1].item()
+    return _closest_step(_plateau_lambdas(scores, costs), lambda lam: _routed_cost(scores, costs, lam), target)
 
 
 def _route(scores: torch.Tensor, costs: torch.Tensor, offsets: torch.Tensor, target: float

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
-from .budget import Images, _batches
+from .budget import Images, _batches, _closest_step
 from .costs import CostTable, eval_mode
 
 if TYPE_CHECKING:
@@ -82,26 +82,15 @@ def solve_cascade_threshold(confidence: torch.Tensor, level_costs: torch.Tensor,
     """ The threshold whose mean cost on ``confidence`` (N, L) is closest to ``target`` (ties: the cheaper).
 
     ``level_costs`` (L,) are the levels' costs in running order. The mean cost only changes at the
-    confidences themselves, so the answer is taken half-way between two consecutive ones (or below the
-    smallest / above the largest), away from every image's switching point.
+    confidences themselves and rises with the threshold, so the answer is taken half-way between two
+    consecutive ones (or below the smallest / above the largest), away from every image's switching point.
     """
     confidence, level_costs = confidence.double(), level_costs.double()
     points = confidence[:, :-1].flatten().unique()  # sorted
     if points.numel() == 0:  # one level: nothing to decide
         return 0.
     thresholds = torch.cat([points[:1] / 2, (points[1:] + points[:-1]) / 2, points[-1:] + 1])
-    # the mean cost rises with the threshold: binary search for the first threshold at or above the target
-    lo, hi = 0, thresholds.numel() - 1
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if _mean_cost(confidence, level_costs, thresholds[mid:mid + 1]).item() >= target:
-            hi = mid
-        else:
-            lo = mid + 1
-    if lo == 0:
-        return thresholds[0].item()
-    below, above = _mean_cost(confidence, level_costs, thresholds[lo - 1:lo + 1]).tolist()
-    return thresholds[lo - 1].item() if target - below <= above - target else thresholds[lo].item()
+    return _closest_step(thresholds, lambda t: _mean_cost(confidence, level_costs, t), target)
 
 
 @torch.no_grad()
