@@ -78,7 +78,8 @@ def _plateau_lambdas(scores: torch.Tensor, costs: torch.Tensor) -> torch.Tensor:
     return torch.cat([points[:1] - margin, (points[1:] + points[:-1]) / 2, points[-1:] + margin])
 
 
-def _closest_step(candidates: torch.Tensor, mean_cost: Callable[[torch.Tensor], torch.Tensor], target: float) -> float:
+def _closest_step(candidates: torch.Tensor, mean_cost: Callable[[torch.Tensor], torch.Tensor],
+                  target: float) -> float:
     """ The candidate whose ``mean_cost`` is closest to ``target``, ties to the cheaper one.
 
     ``candidates`` (K,) are sorted so that ``mean_cost`` ((L,) candidates -> (L,) costs) is monotone along them,
