@@ -213,7 +213,8 @@ def plot_examples(
             img = (e.image * std_t + mean_t).clamp(0, 1).permute(1, 2, 0).numpy()
             ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap='gray' if img.shape[-1] == 1 else None)
             label = class_names[e.pred] if class_names and e.pred < len(class_names) else str(e.pred)
-            ax.set_title(f'{label} {e.class_prob:.2f}', fontsize=7, color='tab:green' if e.pred == e.target else 'tab:red')
+            ax.set_title(f'{label} {e.class_prob:.2f}', fontsize=7,
+                         color='tab:green' if e.pred == e.target else 'tab:red')
             ax.set_xlabel(f'p({r:g}x)={e.resolution_prob:.2f}', fontsize=7)
     fig.suptitle('Images per chosen resolution (title: prediction and its probability, red = wrong)', fontsize=9)
     fig.tight_layout()

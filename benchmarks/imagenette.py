@@ -212,7 +212,8 @@ def print_report(r: Dict) -> None:
     print(f"{'oracle on stage 1 (smallest correct)':44s} {o['top1']:7.2f} {o['gmacs']:8.4f}")
     for d in r['drnet']:
         shares = '/'.join(f'{100 * x:.0f}' for x in d['shares'])
-        seeds = f" (3 seeds: {d['random_seeds_top1']:.2f}±{d['random_seeds_std']:.2f})" if 'random_seeds_top1' in d else ''
+        seeds = f" (3 seeds: {d['random_seeds_top1']:.2f}±{d['random_seeds_std']:.2f})" \
+            if 'random_seeds_top1' in d else ''
         print(f"{'DRNet alpha ' + format(d['alpha'], 'g') + ' (argmax)':44s} {d['top1']:7.2f} {d['gmacs']:8.4f}  "
               f"{shares}   random {d['random_top1']:.2f} at {d['random_gmacs']:.4f}{seeds}")
     for key, how in (('budgets', 'set_budget'), ('budgets_labeled', 'labeled')):
@@ -222,7 +223,8 @@ def print_report(r: Dict) -> None:
                   f"{b['gmacs']:8.4f}  {shares}   random {b['random_top1']:.2f} at {b['random_gmacs']:.4f}")
     for c in r['cascade']:
         shares = '/'.join(f'{100 * x:.0f}' for x in c['shares'])
-        print(f"{'stage 1, cascade budget ' + format(c['fraction'], 'g') + 'x':44s} {c['top1']:7.2f} {c['gmacs']:8.4f}  "
+        name = 'stage 1, cascade budget ' + format(c['fraction'], 'g') + 'x'
+        print(f"{name:44s} {c['top1']:7.2f} {c['gmacs']:8.4f}  "
               f"{shares}   static curve {c['static_curve_top1']:.2f}, threshold {c['threshold']:.3f}, "
               f"calibration {c['calibration_gmacs']:.4f}")
     t = r['targets']

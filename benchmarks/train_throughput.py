@@ -96,7 +96,8 @@ def main() -> None:
           ', '.join(f'{r}x {100 * s:.0f}%' for r, s in zip(drnet.resolutions, share)))
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    (out / 'results.json').write_text(json.dumps(dict(model=args.model, batch_size=len(x), images_per_s=ips, drnet_share=share), indent=2))
+    (out / 'results.json').write_text(json.dumps(
+        dict(model=args.model, batch_size=len(x), images_per_s=ips, drnet_share=share), indent=2))
 
 
 if __name__ == '__main__':

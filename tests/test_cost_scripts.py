@@ -152,7 +152,8 @@ def test_validate_budget_without_a_train_split_holds_images_out(checkpoint, tmp_
             pixels = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
             Image.fromarray(pixels).save(tmp_path / 'data' / 'validation' / cls / f'{i:02d}.png')
     args = ['--checkpoint', path, '--data-dir', tmp_path / 'data', '--workers', '0', '--calib-images', '16']
-    proc = run_script('validate.py', [*args, '--target-gmacs', _mid_target(model), '--results-file', tmp_path / 'r.json'])
+    proc = run_script('validate.py', [*args, '--target-gmacs', _mid_target(model),
+                                      '--results-file', tmp_path / 'r.json'])
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads((tmp_path / 'r.json').read_text())
     assert res['num_images'] == 24 and res['budget']['calibration']['num_images'] == 16

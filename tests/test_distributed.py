@@ -59,7 +59,8 @@ def test_torchrun_two_ranks_on_cpu(tmp_path):
     before0 = torch.load(tmp_path / 'bn_before0_rank0.pt', weights_only=True)
     before1 = torch.load(tmp_path / 'bn_before0_rank1.pt', weights_only=True)
     after = torch.load(tmp_path / 'multires_rank0.pt', weights_only=True)
-    branch_means = [k for k in before0 if k.startswith('backbone.') and '.branches.' in k and k.endswith('running_mean')]
+    branch_means = [k for k in before0
+                    if k.startswith('backbone.') and '.branches.' in k and k.endswith('running_mean')]
     assert {k.split('.branches.')[1].split('.')[0] for k in branch_means} == {'0', '1', '2'}
     for name in branch_means:
         assert before0[name].abs().sum() > 0, f'{name} never moved from its initial value'

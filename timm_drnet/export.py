@@ -68,7 +68,8 @@ def export_onnx(
     Graphs take float32 image batches of ``input_size`` (C, H, W; default the model's) with a dynamic
     batch axis: the predictor graph returns scores (B, m), resolution bias included; backbone graph j the
     logits (B, num_classes) at candidate j. ``fold_bn`` folds each resolution's private batch norms into
-    the convolutions. The model's ``cascade``, if set, is saved in the config. The model is left untouched (export works on CPU float32 copies). Returns the config
+    the convolutions. The model's ``cascade``, if set, is saved in the config. The model is left untouched
+    (export works on CPU float32 copies). Returns the config
     written to ``drnet_onnx.json``, which ``OnnxDRNet`` reads.
     """
     input_size = tuple(int(s) for s in (input_size or model.default_input_size()))

@@ -1,5 +1,7 @@
 from .fold_bn import fold_batch_norms
-from .predictor import BackbonePredictor, InvertedResidual, MobilePredictor, PREDICTORS, ResNetPredictor, create_predictor
+from .predictor import (
+    BackbonePredictor, InvertedResidual, MobilePredictor, PREDICTORS, ResNetPredictor, create_predictor,
+)
 from .resolution_norm import (
     ResolutionBatchNorm,
     convert_resolution_bn,
