@@ -43,12 +43,8 @@ class CascadeCalibration(NamedTuple):
     unit: str
 
 
-def check_cascade(threshold: float, levels: Optional[Sequence[int]], num_resolutions: int) -> Cascade:
-    """ A valid ``Cascade``; ``levels`` defaults to every candidate, smallest (cheapest) first.
-
-    ``threshold`` must be a finite number >= 0: 0 stops every image at the first level, anything above 1 sends
-    every image through every level.
-    """
+def _check_levels(levels: Optional[Sequence[int]], num_resolutions: int) -> Tuple[int, ...]:
+    """Valid cascade levels; default every candidate, smallest (cheapest) first."""
     levels = tuple(range(num_resolutions - 1, -1, -1)) if levels is None else tuple(int(j) for j in levels)
     if not levels:
         raise ValueError('A cascade needs at least one level (candidate resolution index)')
@@ -58,6 +54,16 @@ def check_cascade(threshold: float, levels: Optional[Sequence[int]], num_resolut
                          f'resolutions, indices 0 (largest) to {num_resolutions - 1}')
     if len(set(levels)) != len(levels):
         raise ValueError(f'Cascade levels must not repeat, got {list(levels)}')
+    return levels
+
+
+def check_cascade(threshold: float, levels: Optional[Sequence[int]], num_resolutions: int) -> Cascade:
+    """ A valid ``Cascade``; ``levels`` defaults to every candidate, smallest (cheapest) first.
+
+    ``threshold`` must be a finite number >= 0: 0 stops every image at the first level, anything above 1 sends
+    every image through every level.
+    """
+    levels = _check_levels(levels, num_resolutions)
     threshold = float(threshold)
     if not (threshold >= 0 and threshold != float('inf')):
         raise ValueError(f'Cascade threshold must be a finite number >= 0 (a softmax probability), got {threshold}')
@@ -128,7 +134,7 @@ def calibrate_cascade(
     See ``DRNet.set_cascade_budget``. Raises ValueError, leaving the model unchanged, for an unreachable
     target or when the calibration set is too small to get within ``tolerance``.
     """
-    levels = check_cascade(0., levels, model.num_resolutions).levels
+    levels = _check_levels(levels, model.num_resolutions)
     if not tolerance >= 0:
         raise ValueError(f'tolerance must be >= 0 (a fraction of the target), got {tolerance}')
     if batch_size < 1:

@@ -306,11 +306,11 @@ class DRNet(nn.Module):
         return out, index, pred_logits, hard
 
     def _cascade_route(self, x: torch.Tensor, fn: Callable[[torch.Tensor, int], torch.Tensor],
-                       to_logits: Callable[[torch.Tensor], torch.Tensor]) -> Tuple[torch.Tensor, ...]:
+                       to_logits: Optional[nn.Module] = None) -> Tuple[torch.Tensor, ...]:
         """ Outputs of ``fn(images, j)``, the level that answered and the cost of each image under ``self.cascade``.
 
         Each level runs only the images still going; ``to_logits`` turns ``fn``'s output into class logits for
-        the stopping test.
+        the stopping test (None: ``fn`` returns logits).
         """
         self.check_input(x)
         levels, threshold = self.cascade
@@ -329,7 +329,8 @@ class DRNet(nn.Module):
                 out[going] = res
                 index[going] = j
                 break
-            stop = to_logits(res).float().softmax(-1).amax(-1) >= threshold
+            logits = res if to_logits is None else to_logits(res)
+            stop = logits.float().softmax(-1).amax(-1) >= threshold
             out[going[stop]] = res[stop]
             index[going[stop]] = j
             going, x = going[~stop], x[~stop]
@@ -343,7 +344,7 @@ class DRNet(nn.Module):
     def forward_routed(self, x: torch.Tensor) -> DRNetOutput:
         """Logits plus the routing record: chosen resolution, probabilities, hard weights, per-image cost."""
         if self._cascading():
-            logits, index, cost = self._cascade_route(x, self.forward_resolution, lambda out: out)
+            logits, index, cost = self._cascade_route(x, self.forward_resolution)
             hard = F.one_hot(index, self.num_resolutions).to(logits.dtype)
             return DRNetOutput(logits, index, hard.float(), hard, cost)
         logits, index, pred_logits, hard = self._route(x, self.forward_resolution)
@@ -373,7 +374,7 @@ class DRNet(nn.Module):
             self.check_input(x)
             return self.forward_resolution(x, resolution_index)
         if self._cascading():
-            return self._cascade_route(x, self.forward_resolution, lambda out: out)[0]
+            return self._cascade_route(x, self.forward_resolution)[0]
         return self._route(x, self.forward_resolution)[0]
 
     @torch.jit.ignore
