@@ -16,7 +16,11 @@ at each resolution and the accuracy per chosen resolution. With flags, also:
   calibrated on ``--calib-images`` unlabeled images of the train split (else held out of the evaluated
   split), then evaluated; the report states the target, the cost on the calibration images and the cost
   reached on the evaluated ones; ``--calib-labels`` also uses their labels to pick the resolution offsets
-  that classify the most of them correctly within the budget;
+  that classify the most of them correctly within the budget; ``--calib-dir`` takes the calibration images from
+  another folder;
+* ``--cascade`` with a target (or ``--cascade-threshold``): route by confidence cascade instead of the
+  predictor (``DRNet.set_cascade_budget``): each image moves up from the smallest resolution while the
+  backbone is unsure of it;
 * ``--cost latency``: costs in ms measured on this device instead of counted GMACs (a checkpoint trained
   with ``train.py --cost latency`` brings its own table).
 
