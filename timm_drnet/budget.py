@@ -191,13 +191,19 @@ def _batches(images: Images, labeled: bool) -> Iterable[Tuple[torch.Tensor, Opti
 
 
 @torch.no_grad()
-def _calibration_pass(model: 'DRNet', images: Images, batch_size: int, labeled: bool,
-                      ) -> Tuple[torch.Tensor, Optional[torch.Tensor], Tuple[int, ...]]:
-    """ Raw predictor scores (N, m), without resolution bias, of every calibration image; with ``labeled``, also
-    whether the backbone classifies each correctly at each resolution (N, m); and the images' (C, H, W)."""
+def _calibration_outputs(
+        model: 'DRNet',
+        images: Images,
+        batch_size: int,
+        fn: Callable[[torch.Tensor, Optional[torch.Tensor]], Tuple[torch.Tensor, ...]],
+        labeled: bool = False,
+        caller: str = 'set_budget',
+) -> Tuple[Tuple[torch.Tensor, ...], Tuple[int, int, int]]:
+    """ ``fn(chunk, targets)`` over the calibration images in eval mode, ``batch_size`` at a time, its outputs
+    concatenated (each moved to the CPU), and the images' (C, H, W). Checks every batch like the forward does,
+    and that there is at least one image and one input size."""
     param = next(model.parameters())
-    scores: List[torch.Tensor] = []
-    correct: List[torch.Tensor] = []
+    outputs: List[Tuple[torch.Tensor, ...]] = []
     sizes = set()
     with eval_mode(model):
         for batch, target in _batches(images, labeled):
@@ -205,16 +211,26 @@ def _calibration_pass(model: 'DRNet', images: Images, batch_size: int, labeled: 
             sizes.add(tuple(batch.shape[1:]))
             for start in range(0, batch.shape[0], batch_size):
                 chunk = batch[start:start + batch_size].to(param.device, param.dtype)
-                scores.append(model.predict_logits(chunk, bias=False).float().cpu())
-                if labeled:
-                    t = target[start:start + batch_size].cpu()
-                    correct.append(torch.stack([model.forward_resolution(chunk, j).argmax(-1).cpu() == t
-                                                for j in range(model.num_resolutions)], 1))
-    if sum(s.shape[0] for s in scores) == 0:
-        raise ValueError('set_budget needs at least one calibration image, got none')
+                t = None if target is None else target[start:start + batch_size].cpu()
+                outputs.append(tuple(o.cpu() for o in fn(chunk, t)))
+    if sum(o[0].shape[0] for o in outputs) == 0:
+        raise ValueError(f'{caller} needs at least one calibration image, got none')
     if len(sizes) > 1:
         raise ValueError(f'Calibration images must share one input size, got {sorted(sizes)}')
-    return torch.cat(scores), torch.cat(correct) if labeled else None, sizes.pop()
+    return tuple(torch.cat(parts) for parts in zip(*outputs)), sizes.pop()
+
+
+def _scores_and_correct(model: 'DRNet', labeled: bool
+                        ) -> Callable[[torch.Tensor, Optional[torch.Tensor]], Tuple[torch.Tensor, ...]]:
+    """Per chunk: raw predictor scores (B, m) without resolution bias; with ``labeled``, also whether the backbone
+    classifies each image correctly at each resolution (B, m)."""
+    def fn(chunk: torch.Tensor, target: Optional[torch.Tensor]) -> Tuple[torch.Tensor, ...]:
+        scores = model.predict_logits(chunk, bias=False).float()
+        if not labeled:
+            return scores,
+        return scores, torch.stack([model.forward_resolution(chunk, j).argmax(-1).cpu() == target
+                                    for j in range(model.num_resolutions)], 1)
+    return fn
 
 
 def calibrate_budget(
@@ -238,7 +254,8 @@ def calibrate_budget(
     target = float(target)
     if batch_size < 1:
         raise ValueError(f'batch_size must be >= 1, got {batch_size}')
-    scores, correct, input_size = _calibration_pass(model, images, batch_size, labeled)
+    outputs, input_size = _calibration_outputs(model, images, batch_size, _scores_and_correct(model, labeled), labeled)
+    scores, correct = outputs if labeled else (outputs[0], None)
     table: CostTable = model.cost_table(input_size)
     costs = torch.tensor(table.backbone, dtype=torch.float64)
     reachable = (costs.min().item() + table.predictor, costs.max().item() + table.predictor)

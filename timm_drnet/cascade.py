@@ -12,12 +12,12 @@ is the whole budget knob, and calibrating it needs no labels. ``calibrate_cascad
 calibration images once, then binary-searches the confidences at which images switch for the threshold whose
 mean cost is closest to the target, and takes it half-way between two such confidences.
 """
-from typing import TYPE_CHECKING, List, NamedTuple, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
-from .budget import Images, _batches, _closest_step
-from .costs import CostTable, eval_mode
+from .budget import Images, _closest_step, _calibration_outputs
+from .costs import CostTable
 
 if TYPE_CHECKING:
     from .drnet import DRNet
@@ -99,28 +99,6 @@ def solve_cascade_threshold(confidence: torch.Tensor, level_costs: torch.Tensor,
     return _closest_step(thresholds, lambda t: _mean_cost(confidence, level_costs, t), target)
 
 
-@torch.no_grad()
-def _confidences(model: 'DRNet', images: Images, levels: Sequence[int], batch_size: int
-                 ) -> Tuple[torch.Tensor, Tuple[int, ...]]:
-    """(N, L) top class probability of every calibration image at every level, and the images' (C, H, W)."""
-    param = next(model.parameters())
-    conf: List[torch.Tensor] = []
-    sizes = set()
-    with eval_mode(model):
-        for batch, _ in _batches(images, labeled=False):
-            model.check_input(batch)
-            sizes.add(tuple(batch.shape[1:]))
-            for start in range(0, batch.shape[0], batch_size):
-                chunk = batch[start:start + batch_size].to(param.device, param.dtype)
-                conf.append(torch.stack([model.forward_resolution(chunk, j).float().softmax(-1).amax(-1).cpu()
-                                         for j in levels], 1))
-    if sum(c.shape[0] for c in conf) == 0:
-        raise ValueError('set_cascade_budget needs at least one calibration image, got none')
-    if len(sizes) > 1:
-        raise ValueError(f'Calibration images must share one input size, got {sorted(sizes)}')
-    return torch.cat(conf), sizes.pop()
-
-
 def calibrate_cascade(
         model: 'DRNet',
         target: float,
@@ -140,7 +118,12 @@ def calibrate_cascade(
     if batch_size < 1:
         raise ValueError(f'batch_size must be >= 1, got {batch_size}')
     target = float(target)
-    confidence, input_size = _confidences(model, images, levels, batch_size)
+    def top_probability(chunk: torch.Tensor, _) -> Tuple[torch.Tensor]:
+        """(B, L) top class probability of each image at each level."""
+        return torch.stack([model.forward_resolution(chunk, j).float().softmax(-1).amax(-1) for j in levels], 1),
+
+    (confidence,), input_size = _calibration_outputs(model, images, batch_size, top_probability,
+                                                     caller='set_cascade_budget')
     table: CostTable = model.cost_table(input_size)
     level_costs = torch.tensor([table.backbone[j] for j in levels], dtype=torch.float64)
     reachable = (level_costs[0].item(), level_costs.sum().item())
