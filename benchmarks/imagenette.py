@@ -159,12 +159,14 @@ def summarize(res: Path, args) -> Dict:
     def on_curve(gmacs: float):
         return interpolate(curve, gmacs) if curve[0][0] <= gmacs <= curve[-1][0] else None
 
-    for f in args.budgets:
-        r = load(f'cascade_{f:g}')
-        rows.setdefault('cascade', []).append(dict(
-            fraction=f, target=r['budget']['target'], top1=r['drnet']['top1'], gmacs=r['drnet']['cost'],
-            shares=r['drnet']['shares'], calibration_gmacs=r['budget']['calibration']['cost'],
-            threshold=r['budget']['calibration']['threshold'], static_curve_top1=on_curve(r['drnet']['cost'])))
+    def cascade_row(fraction: float) -> Dict:
+        r = load(f'cascade_{fraction:g}')
+        return dict(fraction=fraction, target=r['budget']['target'], top1=r['drnet']['top1'],
+                    gmacs=r['drnet']['cost'], shares=r['drnet']['shares'],
+                    calibration_gmacs=r['budget']['calibration']['cost'],
+                    threshold=r['budget']['calibration']['threshold'], static_curve_top1=on_curve(r['drnet']['cost']))
+
+    rows['cascade'] = [cascade_row(f) for f in args.budgets]
     base = rows['static_ft_224']
     points = rows['drnet'] + rows['budgets'] + rows['budgets_labeled']
     reach = [p for p in points if p['top1'] >= base['top1']]
