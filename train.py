@@ -172,6 +172,11 @@ group.add_argument('--gumbel-tau-end', type=float, default=None, metavar='TAU',
                    help='temperature at the end of stage 2, decayed per update (default: none, constant)')
 group.add_argument('--gumbel-tau-decay', default='exp', choices=('exp', 'linear', 'cosine'),
                    help='shape of the temperature decay with --gumbel-tau-end (default: exp)')
+group.add_argument('--predictor-grad', default=None, choices=timm_drnet.PREDICTOR_GRADS,
+                   help='the predictor\'s straight-through gradient: routed (each image\'s chosen resolution only), '
+                        'or all (also each image\'s logits at the other resolutions, computed without gradient: '
+                        'the predictor compares resolutions, one extra forward per image and resolution) '
+                        '(default: the model\'s, routed)')
 group.add_argument('--predictor-lr-scale', type=float, default=0.1, metavar='SCALE',
                    help='predictor learning rate as a multiple of --lr (paper: 0.1, the default)')
 group.add_argument('--freeze-backbone', action='store_true', default=False,
@@ -624,7 +629,7 @@ def setup(args: argparse.Namespace, device: torch.device) -> Dict[str, Any]:
                                   num_samples=args.synthetic_samples[1], **dataset_kwargs)
     classes = dataset_classes(dataset_train)
     flags = dict(resolutions=args.resolutions, predictor=args.predictor, predictor_size=args.predictor_size,
-                 num_classes=args.num_classes)
+                 predictor_grad=args.predictor_grad, num_classes=args.num_classes)
     name, kwargs = resolve_model_args(args.model, args.model_kwargs, flags, ckpt_cfg,
                                       len(classes) if classes else None)
     args.model, args.num_classes = name, kwargs.pop('num_classes')

@@ -97,6 +97,57 @@ def test_gradient_reaches_predictor_through_hard_weight():
     assert all(p.grad is not None for p in model.parameters())
 
 
+@pytest.mark.parametrize('predictor_grad', ['routed', 'all'])
+def test_predictor_gradient_equals_hand_mixture(predictor_grad):
+    """The predictor's gradient equals that of sum_j h_j z_j over every resolution ('all') or only the chosen one
+    ('routed'), with h from torch's own gumbel_softmax and z_j from plain backbones on hand-resized images."""
+    torch.manual_seed(0)
+    model = tiny(predictor_grad=predictor_grad).train()
+    model.backbone.eval()  # fixed BN statistics: every z_j is a deterministic reference
+    x, target = torch.randn(8, 3, SIZE, SIZE), torch.tensor([0, 1, 2, 3, 4, 0, 1, 2])
+    params = list(model.predictor.parameters())
+    torch.manual_seed(1)
+    out = model.forward_routed(x)
+    grads = torch.autograd.grad(F.cross_entropy(out.logits, target), params)
+
+    torch.manual_seed(1)
+    hard = F.gumbel_softmax(model.predict_logits(x), tau=model.tau, hard=True)
+    with torch.no_grad():
+        z = torch.stack([plain_backbone(model, j).eval()(hand_resize(x, SIZES[j])) for j in range(3)], 1)
+    chosen = F.one_hot(hard.detach().argmax(1), 3).float()
+    weights = hard if predictor_grad == 'all' else hard * chosen
+    ref = (weights.unsqueeze(-1) * z).sum(1)
+    ref_grads = torch.autograd.grad(F.cross_entropy(ref, target), params)
+    assert torch.equal(out.resolution_index, hard.argmax(1))
+    assert len(set(out.resolution_index.tolist())) > 1, 'the test needs images at several resolutions'
+    assert torch.allclose(out.logits, ref, atol=1e-5)
+    for g, r in zip(grads, ref_grads):
+        assert torch.allclose(g, r, atol=1e-6, rtol=1e-4)
+
+
+def test_predictor_grad_all_keeps_outputs_stats_and_backbone_gradients():
+    """The extra resolutions change the predictor's gradient only: same logits, BN statistics, backbone grads."""
+    torch.manual_seed(0)
+    routed = tiny().train()
+    every = copy.deepcopy(routed)
+    every.predictor_grad = 'all'
+    x, target = torch.randn(8, 3, SIZE, SIZE), torch.randint(0, 5, (8,))
+    outs = []
+    for model in (routed, every):
+        torch.manual_seed(1)
+        out = model(x)
+        F.cross_entropy(out, target).backward()
+        outs.append(out)
+    assert torch.equal(outs[0], outs[1])
+    for (name, a), b in zip(routed.backbone.named_buffers(), every.backbone.buffers()):
+        assert torch.equal(a, b), name
+    for (name, a), b in zip(routed.backbone.named_parameters(), every.backbone.parameters()):
+        assert torch.allclose(a.grad, b.grad, atol=1e-6), name
+    assert any(not torch.allclose(a.grad, b.grad) for a, b in zip(routed.predictor.parameters(),
+                                                                   every.predictor.parameters()))
+    assert all(m.training for m in every.modules()), 'train mode must be restored after the extra passes'
+
+
 def test_hard_weight_is_exactly_one_forward():
     model = tiny().train()
     out = model.forward_routed(torch.randn(5, 3, SIZE, SIZE))
@@ -231,6 +282,11 @@ def test_bad_resolutions(resolutions, message):
 def test_unknown_backbone():
     with pytest.raises(ValueError, match="Unknown backbone 'resnet_does_not_exist'"):
         create_drnet('resnet_does_not_exist')
+
+
+def test_unknown_predictor_grad():
+    with pytest.raises(ValueError, match="predictor_grad 'chosen'.*routed"):
+        tiny(predictor_grad='chosen')
 
 
 def test_unknown_predictor():

@@ -140,6 +140,19 @@ def test_freeze_backbone_trains_the_predictor_only(run, tmp_path):
     assert changed and all(k.startswith('predictor.') for k in changed), sorted(changed)[:5]
 
 
+def test_predictor_grad_flag_is_used_and_saved(run, tmp_path):
+    exp, _ = run
+    proc = run_script('train.py', ['--stage', 'drnet', '--initial-checkpoint', exp / 'multires' / 'last.pth.tar',
+                                   '--predictor-grad', 'all', '--freeze-backbone', '--synthetic-samples', '64', '32',
+                                   '-b', '32', '--epochs', '1', '--workers', '0', '--output', tmp_path,
+                                   '--experiment', 'all'])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cfg = load_training_checkpoint(tmp_path / 'all' / 'drnet' / 'last.pth.tar')['drnet']
+    assert cfg['model_kwargs']['predictor_grad'] == 'all'
+    model = timm.create_model(f"local-dir:{tmp_path / 'all' / 'drnet'}")
+    assert model.predictor_grad == 'all'
+
+
 def test_nan_loss_stops_with_a_message_naming_the_step(tmp_path):
     proc = run_script('train.py', ['--stage', 'multires', '--synthetic-samples', '96', '32', '-b', '32',
                                    '--epochs', '2', '--lr', '1e30', '--sched', 'constant', '--warmup-epochs', '0',

@@ -12,7 +12,7 @@ from .cascade import (
     solve_cascade_threshold,
 )
 from .costs import CostTable, count_macs, measure_cost_table, measure_latency_ms, unit_label
-from .drnet import DRNet, DRNetOutput, check_resolutions, gumbel_straight_through
+from .drnet import PREDICTOR_GRADS, DRNet, DRNetOutput, check_resolutions, gumbel_straight_through
 from .export import ONNX_CONFIG_NAME, OnnxDRNet, OnnxDRNetOutput, export_onnx
 from .hub import (
     UnsafeCheckpointError,

@@ -5,6 +5,10 @@ resolutions; one timm backbone, whose every batch norm has m resolution-private 
 the image at that resolution. The batch is split by chosen resolution so each image is computed at its
 resolution only, and the logits go back in the original order, multiplied by the straight-through
 hard selection weight (exactly 1 in the forward pass) so the predictor learns through the classifier.
+
+That gradient only sees the chosen resolution's logits, and it rewards less confident branches (see
+``predictor_grad``); ``predictor_grad='all'`` also adds the other resolutions' logits, detached and weighted
+by their zero hard weights, so the predictor's gradient compares every resolution (paper eq. 4-5).
 """
 from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -16,14 +20,17 @@ from timm.models import create_model, is_model, split_model_name_tag
 
 from .budget import BudgetCalibration, calibrate_budget
 from .cascade import Cascade, CascadeCalibration, calibrate_cascade, check_cascade
-from .costs import CostTable, count_macs
+from .costs import CostTable, count_macs, eval_mode
 from .layers import convert_resolution_bn, create_predictor, resolution_norms, PREDICTORS
 
-__all__ = ['DRNet', 'DRNetOutput', 'check_resolutions', 'gumbel_straight_through', 'MIN_INPUT_SIZE']
+__all__ = ['DRNet', 'DRNetOutput', 'check_resolutions', 'gumbel_straight_through', 'MIN_INPUT_SIZE', 'PREDICTOR_GRADS']
 
 # Smallest side, in pixels, a candidate resolution may have; below it most timm backbones collapse
 # their feature maps to nothing before the last stage.
 MIN_INPUT_SIZE = 16
+
+# How the predictor's straight-through gradient is formed in training, see DRNet's ``predictor_grad``.
+PREDICTOR_GRADS = ('routed', 'all')
 
 
 class DRNetOutput(NamedTuple):
@@ -90,6 +97,14 @@ class DRNet(nn.Module):
         in_chans: image channels.
         tau: Gumbel-softmax temperature in training.
         eval_gumbel: also sample Gumbel noise in eval mode (the official MindSpore eval); default argmax.
+        predictor_grad: the predictor's training gradient. 'routed' (default): each image runs at its chosen
+            resolution only, and the gradient reaching the predictor is d loss / d hard_j for that resolution
+            alone, sum_k (p_k - y_k) z_k: it favours branches whose logits are not yet confident, so with the
+            FLOPs cap alone routing can drift to the smallest resolution. 'all': in training with gradients
+            enabled each image also runs, without gradient and with the backbone in eval mode, at every other
+            resolution, and those logits enter as hard_j x z_j (hard_j = 0, so the outputs and the backbone's
+            gradients are unchanged); the predictor then prefers the resolution whose logits lower the loss, the
+            paper's stated behaviour. Costs one extra forward per image and other resolution in training.
         private_bn: give every BN one private branch per resolution (the paper's RA-BN); False shares
             the backbone's BNs across resolutions (the paper's Table 1 ablation).
         backbone_pretrained: load the backbone's timm weights (copied into every BN branch).
@@ -109,6 +124,7 @@ class DRNet(nn.Module):
             in_chans: int = 3,
             tau: float = 1.0,
             eval_gumbel: bool = False,
+            predictor_grad: str = 'routed',
             private_bn: bool = True,
             backbone_pretrained: bool = False,
             backbone_pretrained_cfg_overlay: Optional[Dict] = None,
@@ -121,6 +137,8 @@ class DRNet(nn.Module):
             raise ValueError(f"Unknown predictor '{predictor}', choose one of {sorted(PREDICTORS)}.")
         if tau <= 0:
             raise ValueError(f'Gumbel temperature tau must be > 0, got {tau}')
+        if predictor_grad not in PREDICTOR_GRADS:
+            raise ValueError(f"Unknown predictor_grad '{predictor_grad}', choose one of {PREDICTOR_GRADS}.")
         self.backbone_name = backbone if isinstance(backbone, str) else \
             getattr(backbone, 'pretrained_cfg', {}).get('architecture', type(backbone).__name__)
         if isinstance(backbone, str):
@@ -149,6 +167,7 @@ class DRNet(nn.Module):
         self.register_buffer('resolution_bias', torch.zeros(len(self.resolutions)))
         self.tau = float(tau)
         self.eval_gumbel = eval_gumbel
+        self.predictor_grad = predictor_grad
         self.cost_unit = 'gmacs'
         self.cascade: Optional[Cascade] = None  # confidence-cascade routing in eval, see set_cascade()
         self._norms = resolution_norms(self.backbone)
@@ -173,6 +192,7 @@ class DRNet(nn.Module):
             predictor_size=self.predictor_size,
             tau=self.tau,
             eval_gumbel=self.eval_gumbel,
+            predictor_grad=self.predictor_grad,
             private_bn=self.private_bn,
         )
         if self.cost_unit != 'gmacs':
@@ -302,8 +322,33 @@ class DRNet(nn.Module):
         out = self._split_run(x, index, counts, fn)
         out = out * hard.gather(1, index.unsqueeze(1)).to(out.dtype)
         if self.training and torch.is_grad_enabled():
+            if self.predictor_grad == 'all':
+                out = out + self._unchosen_outputs(x, index, hard, fn)
             out = self._touch_unused_branches(out, counts)
         return out, index, pred_logits, hard
+
+    def _unchosen_outputs(
+            self,
+            x: torch.Tensor,
+            index: torch.Tensor,
+            hard: torch.Tensor,
+            fn: Callable[[torch.Tensor, int], torch.Tensor],
+    ) -> torch.Tensor:
+        """ sum_j hard_j x fn(image, j) over the resolutions j each image did not choose (``predictor_grad='all'``).
+
+        Zero in value (those hard weights are 0) and detached from the backbone, whose BN statistics stay untouched
+        (eval mode), so only the predictor's gradient changes: d loss / d hard_j now sees every resolution.
+        """
+        total = torch.zeros((), dtype=hard.dtype, device=hard.device)
+        for j in range(self.num_resolutions):
+            others = (index != j).nonzero().squeeze(1)
+            if not others.numel():
+                continue
+            with torch.no_grad(), eval_mode(self.backbone):
+                z = fn(x.index_select(0, others), j)
+            full = z.new_zeros((x.shape[0], *z.shape[1:])).index_copy_(0, others, z)
+            total = total + hard[:, j].view(-1, *(1,) * (z.ndim - 1)).to(z.dtype) * full
+        return total
 
     def _cascade_route(self, x: torch.Tensor, fn: Callable[[torch.Tensor, int], torch.Tensor],
                        to_logits: Optional[nn.Module] = None) -> Tuple[torch.Tensor, ...]:
