@@ -10,7 +10,8 @@ CONFIGS = sorted((REPO / 'configs').glob('*.yaml'))
 # the paper's hyper-parameters, shared by every recipe (section 4.1)
 PAPER = dict(opt='momentum', momentum=0.9, weight_decay=1e-4, lr=0.1, batch_size=32, warmup_epochs=3, sched='step',
              decay_rate=0.1)
-STAGES = {'multires': dict(epochs=70, decay_epochs=20), 'drnet': dict(epochs=100, decay_epochs=30)}
+STAGES = {'multires': dict(epochs=70, decay_epochs=20),
+          'drnet': dict(epochs=100, decay_epochs=30, flops_two_sided=False, predictor_grad='all')}
 # swap the ImageNet model for the tiny default one, keep the recipe
 TINY = ['--model', 'drnet', '--model-kwargs', 'backbone=test_resnet', 'output_stride=16', 'predictor=mobile',
         'predictor_size=32', '--no-pretrained', '-b', '16', '--synthetic-samples', '16', '16', '--epochs', '1',
