@@ -5,9 +5,12 @@
 * Table 5: each DRNet against random routing with the same resolution shares (3 seeds).
 
 On the built-in synthetic set everything is trained here (train.py's default model and recipe). On
-imagenette224 (``--imagenette``) the stage-1 model, its DRNets at several alphas and the data preparation of
-``benchmarks/imagenette.py`` are reused from ``--reuse-from``, and only the shared-BN model and the eta
-variants are trained.
+imagenette224 (``--imagenette``) the stage-1 model and the data preparation of ``benchmarks/imagenette.py`` are
+reused from ``--reuse-from``; the shared-BN stage 1 and every DRNet are trained here with the benchmark's stage-2
+recipe. Every DRNet trains with ``--predictor-grad`` (default all: the predictor's gradient compares every
+resolution, which is what makes cost rise with alpha and fall with eta as the paper describes; ``routed`` gives
+the cheaper gradient of the chosen resolution alone) and the FLOPs loss chosen here (the paper's cap unless
+``--flops-two-sided``).
 
     python benchmarks/ablations.py --output output/ablations/synthetic
     python benchmarks/ablations.py --imagenette ../shared/data/imagenette224 --reuse-from output/imagenette \
@@ -16,7 +19,7 @@ variants are trained.
 import argparse
 import json
 from pathlib import Path
-from typing import Dict
+from typing import Dict, List, Tuple
 
 from common import Runner, load_json, prepare_imagenette
 
@@ -28,83 +31,75 @@ parser.add_argument('--alphas', type=float, nargs='+', default=None,
                     help='FLOPs targets (backbone GMACs); default: 0.008 0.0118 0.015 (synthetic), '
                          'the imagenette run\'s')
 parser.add_argument('--etas', type=float, nargs='+', default=None,
-                    help='FLOPs weights at the middle alpha; default 0.1 0.5 1.0 (synthetic), 0.1 0.3 1.0')
-parser.add_argument('--no-flops-two-sided', action='store_true', help='the paper\'s capped FLOPs loss')
+                    help='FLOPs weights at the middle alpha (the alphas use the largest); default 0.1 0.5 1.0 '
+                         '(synthetic), 0.1 0.3 1.0 (imagenette)')
+parser.add_argument('--flops-two-sided', action='store_true',
+                    help='train.py\'s two-sided FLOPs loss instead of the paper\'s cap')
+parser.add_argument('--predictor-grad', default='all', choices=('routed', 'all'),
+                    help='train.py --predictor-grad for every DRNet (default: all)')
 
 SYNTHETIC_KWARGS = ['backbone=test_resnet', 'output_stride=16', 'predictor=mobile', 'predictor_size=32']
 
 
+def _grid(alphas: List[float], etas: List[float]) -> Tuple[List[Tuple[float, float]], Tuple[float, float]]:
+    """(alpha, eta) pairs: every alpha at the largest eta (where the cap binds), then the middle alpha at the other
+    etas; and the pair (middle alpha, largest eta) the shared-BN model trains with."""
+    mid, top = alphas[len(alphas) // 2], max(etas)
+    return [(a, top) for a in alphas] + [(mid, e) for e in sorted(etas) if e != top], (mid, top)
+
+
+def _drnet(args, run: Runner, out: Path, bn: str, stage1: Path, alpha: float, eta: float, train: List[str],
+           val: List[str]) -> Dict:
+    """Train one DRNet from ``stage1`` with ``--predictor-grad`` and the chosen FLOPs loss, validate it; its row."""
+    name = f'{bn}_a{alpha:g}_e{eta:g}'
+    model = out / 'runs' / name / 'drnet' / 'last.pth.tar'
+    loss = '--flops-two-sided' if args.flops_two_sided else '--no-flops-two-sided'
+    run(f'train_{name}', 'train.py', [*train, '--stage', 'drnet', '--initial-checkpoint', str(stage1),
+                                      '--flops-target', str(alpha), '--flops-weight', str(eta), loss,
+                                      '--predictor-grad', args.predictor_grad, '--output', str(out / 'runs'),
+                                      '--experiment', name], model)
+    result = out / 'results' / f'{name}.json'
+    run(f'val_{name}', 'validate.py', [*val, '--checkpoint', str(model), '--random', '--results-file', str(result)],
+        result)
+    return dict(bn=bn, alpha=alpha, eta=eta, **_row(load_json(result)))
+
+
 def synthetic_runs(args, run: Runner, out: Path) -> Dict[str, Dict]:
     """Stage 1 with private / shared BN, then stage 2 over the alpha / eta grid, each validated."""
-    alphas, etas = args.alphas or [0.008, 0.0118, 0.015], args.etas or [0.1, 0.5, 1.0]
-    common = ['--output', str(out / 'runs')]
-    loss = ['--no-flops-two-sided'] if args.no_flops_two_sided else []
+    grid, shared = _grid(args.alphas or [0.008, 0.0118, 0.015], args.etas or [0.1, 0.5, 1.0])
     rows = {}
     for bn, kwargs in (('private', []), ('shared', ['--model-kwargs', *SYNTHETIC_KWARGS, 'private_bn=False'])):
-        ckpt = out / 'runs' / f'stage1_{bn}' / 'multires' / 'last.pth.tar'
-        run(f'train_stage1_{bn}', 'train.py', [*common, '--stage', 'multires', '--epochs', '5', *kwargs,
-                                                '--experiment', f'stage1_{bn}'], ckpt)
-        grid = [(a, etas[0]) for a in alphas] + [(alphas[len(alphas) // 2], e) for e in etas[1:]]
-        for alpha, eta in grid if bn == 'private' else [(alphas[len(alphas) // 2], etas[0])]:
-            name = f'{bn}_a{alpha:g}_e{eta:g}'
-            model = out / 'runs' / name / 'drnet' / 'last.pth.tar'
-            run(f'train_{name}', 'train.py', [*common, '--stage', 'drnet', '--initial-checkpoint', str(ckpt),
-                                              '--flops-target', str(alpha), '--flops-weight', str(eta), *loss,
-                                              '--experiment', name], model)
-            result = out / 'results' / f'{name}.json'
-            run(f'val_{name}', 'validate.py', ['--checkpoint', str(model), '--random', '--results-file',
-                                               str(result)], result)
-            rows[name] = dict(bn=bn, alpha=alpha, eta=eta, **_row(load_json(result)))
+        stage1 = out / 'runs' / f'stage1_{bn}' / 'multires' / 'last.pth.tar'
+        run(f'train_stage1_{bn}', 'train.py', ['--output', str(out / 'runs'), '--stage', 'multires', '--epochs',
+                                                '5', *kwargs, '--experiment', f'stage1_{bn}'], stage1)
+        for alpha, eta in grid if bn == 'private' else [shared]:
+            rows[f'{bn}_a{alpha:g}_e{eta:g}'] = _drnet(args, run, out, bn, stage1, alpha, eta, [], [])
     return rows
 
 
 def imagenette_runs(args, run: Runner, out: Path) -> Dict[str, Dict]:
-    """Reuse benchmarks/imagenette.py's stage 1 and alpha runs; train shared BN and the eta variants."""
+    """Reuse benchmarks/imagenette.py's data and stage 1; train the shared-BN stage 1 and every DRNet."""
     src = Path(args.reuse_from)
     bench = load_json(src / 'results.json')
-    alphas = args.alphas or [d['alpha'] for d in bench['drnet']]
-    etas = args.etas or [0.1, 0.3, 1.0]
     b = bench['args']
-    bench_eta = b['flops_weight']
+    grid, shared = _grid(args.alphas or [d['alpha'] for d in bench['drnet']], args.etas or [0.1, 0.3, 1.0])
     prep = prepare_imagenette(Path(args.imagenette), src, b['train_per_class'], b['monitor_per_class'])
     run.env.update(HF_HUB_OFFLINE='1', HF_HUB_CACHE=prep['cache'])
     data = ['--class-map', prep['class_map']]
     val = ['--data-dir', args.imagenette, '--split', 'val', *data, '-b', '100']
     train = ['--data-dir', prep['subset'], *data, '-b', str(b['batch_size']), '--lr', str(b['lr']),
-             '--warmup-epochs', '0', '--output', str(out / 'runs')]
-    stage2 = ['--stage', 'drnet', '--freeze-backbone', '--epochs', str(b['predictor_epochs']),
-              '--predictor-lr-scale', str(b['predictor_lr_scale'])]
-    rows = {}
-
-    def add(name: str, bn: str, alpha: float, eta: float, model: Path) -> None:
-        result = out / 'results' / f'{name}.json'
-        run(f'val_{name}', 'validate.py', [*val, '--checkpoint', str(model), '--random', '--results-file',
-                                           str(result)], result)
-        rows[name] = dict(bn=bn, alpha=alpha, eta=eta, **_row(load_json(result)))
-
+             '--warmup-epochs', '0']
+    stage2 = [*train, '--freeze-backbone', '--epochs', str(b['predictor_epochs']), '--predictor-lr-scale',
+              str(b['predictor_lr_scale'])]
     stage1 = src / 'runs' / 'stage1' / 'multires' / 'last.pth.tar'
-    for alpha in alphas:  # the imagenette benchmark's DRNets
-        add(f'private_a{alpha:g}_e{bench_eta:g}', 'private', alpha, bench_eta,
-            src / 'runs' / f'drnet_a{alpha:g}' / 'drnet' / 'last.pth.tar')
-    mid = alphas[len(alphas) // 2]
-    for eta in [e for e in etas if e != bench_eta]:
-        name = f'private_a{mid:g}_e{eta:g}'
-        model = out / 'runs' / name / 'drnet' / 'last.pth.tar'
-        run(f'train_{name}', 'train.py', [*train, *stage2, '--initial-checkpoint', str(stage1),
-                                          '--flops-target', str(mid), '--flops-weight', str(eta),
-                                          '--experiment', name], model)
-        add(name, 'private', mid, eta, model)
+    rows = {f'private_a{a:g}_e{e:g}': _drnet(args, run, out, 'private', stage1, a, e, stage2, val) for a, e in grid}
     shared1 = out / 'runs' / 'stage1_shared' / 'multires' / 'last.pth.tar'
     # the benchmark's stage-1 recipe (lr / 3 for the three summed losses), BNs shared
     run('train_stage1_shared', 'train.py', [*train, '--model', 'drnet_tf_efficientnet_lite0', '--pretrained',
                                             '--stage', 'multires', '--epochs', str(b['epochs']), '--lr',
                                             f"{b['lr'] / 3:.6g}", '--model-kwargs', 'private_bn=False',
-                                            '--experiment', 'stage1_shared'], shared1)
-    name = f'shared_a{mid:g}_e{bench_eta:g}'
-    model = out / 'runs' / name / 'drnet' / 'last.pth.tar'
-    run(f'train_{name}', 'train.py', [*train, *stage2, '--initial-checkpoint', str(shared1), '--flops-target',
-                                      str(mid), '--flops-weight', str(bench_eta), '--experiment', name], model)
-    add(name, 'shared', mid, bench_eta, model)
+                                            '--output', str(out / 'runs'), '--experiment', 'stage1_shared'], shared1)
+    rows[f'shared_a{shared[0]:g}_e{shared[1]:g}'] = _drnet(args, run, out, 'shared', shared1, *shared, stage2, val)
     return rows
 
 
@@ -131,8 +126,10 @@ def main() -> None:
     run = Runner(out, reuse=True)
     rows = imagenette_runs(args, run, out) if args.imagenette else synthetic_runs(args, run, out)
     (out / 'results.json').write_text(json.dumps(dict(rows=rows, seconds=run.seconds), indent=2))
-    data = 'imagenette224, tf_efficientnet_lite0' if args.imagenette else 'built-in synthetic set, train.py defaults'
-    print_table(rows, f'DRNet ablations on {data} (GMACs include the predictor; random: same shares)')
+    data = 'imagenette224, tf_efficientnet_lite0' if args.imagenette else 'built-in synthetic set, train.py\'s model'
+    loss = 'two-sided' if args.flops_two_sided else 'capped (the paper\'s)'
+    print_table(rows, f'DRNet ablations on {data}; stage 2 with --predictor-grad {args.predictor_grad} and the {loss} '
+                      f'FLOPs loss (GMACs include the predictor; random: same shares)')
     print(f'\nwrote {out / "results.json"}')
 
 
