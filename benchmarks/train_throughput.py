@@ -4,6 +4,7 @@ Each round times one optimiser step of every configuration on the same batch of 
   static      the plain backbone (one BN per layer) at the base resolution, CE loss
   multires    stage 1: the backbone at every candidate resolution, m CE losses summed
   drnet       stage 2: predictor + routed backbone, CE + FLOPs loss
+  drnet_all   the same with predictor_grad='all' (each image also runs, without gradient, at its other resolutions)
 Images per second are medians over rounds.
 
     python benchmarks/train_throughput.py --data-dir ../shared/data/imagenette224/train
@@ -22,7 +23,7 @@ import timm
 from timm.data import create_transform, resolve_data_config
 from PIL import Image
 
-import timm_drnet  # noqa: F401  registers drnet_* models
+import timm_drnet  # registers drnet_* models
 from timm_drnet import DRNetLoss, select_resolution_bn
 
 parser = argparse.ArgumentParser(description='DRNet training throughput vs static training')
@@ -64,9 +65,11 @@ def main() -> None:
     criterion = DRNetLoss(alpha=alpha, eta=1.0)
 
     routes = []
+    drnet_all = copy.deepcopy(drnet)
+    drnet_all.predictor_grad = 'all'
 
-    def drnet_loss() -> torch.Tensor:
-        out = drnet.forward_routed(x)
+    def drnet_loss(model: timm_drnet.DRNet) -> torch.Tensor:
+        out = model.forward_routed(x)
         routes.append(out.resolution_index)
         return criterion(out.logits, target, out.hard, table.backbone).total
 
@@ -76,7 +79,8 @@ def main() -> None:
         'static': make_step(static, lambda: F.cross_entropy(static(x), target)),
         'multires': make_step(multires, lambda: sum(F.cross_entropy(multires(x, resolution_index=j), target)
                                                      for j in range(multires.num_resolutions))),
-        'drnet': make_step(drnet, drnet_loss),
+        'drnet': make_step(drnet, lambda: drnet_loss(drnet)),
+        'drnet_all': make_step(drnet_all, lambda: drnet_loss(drnet_all)),
     }
     times = {k: [] for k in steps}
     for step in steps.values():  # warm-up
@@ -89,10 +93,10 @@ def main() -> None:
     ips = {k: len(x) / statistics.median(v) for k, v in times.items()}
     print(f'{args.model}, batch {len(x)}, {torch.get_num_threads()} threads, median of {args.rounds} rounds')
     for k, v in ips.items():
-        print(f'  {k:9s} {v:7.2f} img/s  ({v / ips["static"]:.2f}x static)')
+        print(f'  {k:10s} {v:7.2f} img/s  ({v / ips["static"]:.2f}x static)')
     share = torch.bincount(torch.cat(routes), minlength=drnet.num_resolutions).float()
     share = (share / share.sum()).tolist()
-    print('  drnet routed shares (Gumbel samples of the untrained predictor): ' +
+    print('  routed shares of drnet and drnet_all (Gumbel samples of the untrained predictor): ' +
           ', '.join(f'{r}x {100 * s:.0f}%' for r, s in zip(drnet.resolutions, share)))
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
