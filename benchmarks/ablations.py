@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 from common import Runner, load_json, prepare_imagenette
+from timm_drnet import PREDICTOR_GRADS
 
 parser = argparse.ArgumentParser(description='DRNet ablations: RA-BN, alpha / eta, random routing')
 parser.add_argument('--output', default='output/ablations/synthetic')
@@ -35,7 +36,7 @@ parser.add_argument('--etas', type=float, nargs='+', default=None,
                          '(synthetic), 0.1 0.3 1.0 (imagenette)')
 parser.add_argument('--flops-two-sided', action='store_true',
                     help='train.py\'s two-sided FLOPs loss instead of the paper\'s cap')
-parser.add_argument('--predictor-grad', default='all', choices=('routed', 'all'),
+parser.add_argument('--predictor-grad', default='all', choices=PREDICTOR_GRADS,
                     help='train.py --predictor-grad for every DRNet (default: all)')
 
 SYNTHETIC_KWARGS = ['backbone=test_resnet', 'output_stride=16', 'predictor=mobile', 'predictor_size=32']
