@@ -38,6 +38,7 @@ parser.add_argument('--flops-two-sided', action='store_true',
                     help='train.py\'s two-sided FLOPs loss instead of the paper\'s cap')
 parser.add_argument('--predictor-grad', default='all', choices=PREDICTOR_GRADS,
                     help='train.py --predictor-grad for every DRNet (default: all)')
+parser.add_argument('--seed', type=int, default=42, help='train.py --seed for every model trained (default: 42)')
 
 SYNTHETIC_KWARGS = ['backbone=test_resnet', 'output_stride=16', 'predictor=mobile', 'predictor_size=32']
 
@@ -57,8 +58,8 @@ def _drnet(args, run: Runner, out: Path, bn: str, stage1: Path, alpha: float, et
     loss = '--flops-two-sided' if args.flops_two_sided else '--no-flops-two-sided'
     run(f'train_{name}', 'train.py', [*train, '--stage', 'drnet', '--initial-checkpoint', str(stage1),
                                       '--flops-target', str(alpha), '--flops-weight', str(eta), loss,
-                                      '--predictor-grad', args.predictor_grad, '--output', str(out / 'runs'),
-                                      '--experiment', name], model)
+                                      '--predictor-grad', args.predictor_grad, '--seed', str(args.seed),
+                                      '--output', str(out / 'runs'), '--experiment', name], model)
     result = out / 'results' / f'{name}.json'
     run(f'val_{name}', 'validate.py', [*val, '--checkpoint', str(model), '--random', '--results-file', str(result)],
         result)
@@ -72,7 +73,8 @@ def synthetic_runs(args, run: Runner, out: Path) -> Dict[str, Dict]:
     for bn, kwargs in (('private', []), ('shared', ['--model-kwargs', *SYNTHETIC_KWARGS, 'private_bn=False'])):
         stage1 = out / 'runs' / f'stage1_{bn}' / 'multires' / 'last.pth.tar'
         run(f'train_stage1_{bn}', 'train.py', ['--output', str(out / 'runs'), '--stage', 'multires', '--epochs',
-                                                '5', *kwargs, '--experiment', f'stage1_{bn}'], stage1)
+                                                '5', *kwargs, '--seed', str(args.seed), '--experiment',
+                                                f'stage1_{bn}'], stage1)
         for alpha, eta in grid if bn == 'private' else [shared]:
             rows[f'{bn}_a{alpha:g}_e{eta:g}'] = _drnet(args, run, out, bn, stage1, alpha, eta, [], [])
     return rows
@@ -98,7 +100,8 @@ def imagenette_runs(args, run: Runner, out: Path) -> Dict[str, Dict]:
     # the benchmark's stage-1 recipe (lr / 3 for the three summed losses), BNs shared
     run('train_stage1_shared', 'train.py', [*train, '--model', 'drnet_tf_efficientnet_lite0', '--pretrained',
                                             '--stage', 'multires', '--epochs', str(b['epochs']), '--lr',
-                                            f"{b['lr'] / 3:.6g}", '--model-kwargs', 'private_bn=False',
+                                            f"{b['lr'] / 3:.6g}", '--model-kwargs', 'private_bn=False', '--seed',
+                                            str(args.seed),
                                             '--output', str(out / 'runs'), '--experiment', 'stage1_shared'], shared1)
     rows[f'shared_a{shared[0]:g}_e{shared[1]:g}'] = _drnet(args, run, out, 'shared', shared1, *shared, stage2, val)
     return rows
