@@ -129,7 +129,9 @@ def main() -> None:
     out = Path(args.output).resolve()
     run = Runner(out, reuse=True)
     rows = imagenette_runs(args, run, out) if args.imagenette else synthetic_runs(args, run, out)
-    (out / 'results.json').write_text(json.dumps(dict(rows=rows, seconds=run.seconds), indent=2))
+    results = out / 'results.json'
+    seconds = load_json(results).get('seconds', {}) if results.exists() else {}  # keep reused steps' timings
+    results.write_text(json.dumps(dict(rows=rows, seconds={**seconds, **run.seconds}), indent=2))
     data = 'imagenette224, tf_efficientnet_lite0' if args.imagenette else 'built-in synthetic set, train.py\'s model'
     loss = 'two-sided' if args.flops_two_sided else 'capped (the paper\'s)'
     print_table(rows, f'DRNet ablations on {data}; stage 2 with --predictor-grad {args.predictor_grad} and the {loss} '
