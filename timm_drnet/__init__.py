@@ -10,6 +10,7 @@ from .cascade import (
     cascade_stops,
     check_cascade,
     solve_cascade_threshold,
+    top_probability,
 )
 from .costs import CostTable, count_macs, measure_cost_table, measure_latency_ms, unit_label
 from .drnet import PREDICTOR_GRADS, DRNet, DRNetOutput, check_resolutions, gumbel_straight_through

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from .drnet import DRNet
 
 __all__ = ['Cascade', 'CascadeCalibration', 'calibrate_cascade', 'cascade_stops', 'check_cascade',
-           'solve_cascade_threshold']
+           'solve_cascade_threshold', 'top_probability']
 
 
 class Cascade(NamedTuple):
@@ -68,6 +68,11 @@ def check_cascade(threshold: float, levels: Optional[Sequence[int]], num_resolut
     if not (threshold >= 0 and threshold != float('inf')):
         raise ValueError(f'Cascade threshold must be a finite number >= 0 (a softmax probability), got {threshold}')
     return Cascade(levels, threshold)
+
+
+def top_probability(logits: torch.Tensor) -> torch.Tensor:
+    """(B,) each image's top class probability: the confidence a cascade stops on (float32 softmax)."""
+    return logits.float().softmax(-1).amax(-1)
 
 
 def cascade_stops(confidence: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
@@ -118,11 +123,11 @@ def calibrate_cascade(
     if batch_size < 1:
         raise ValueError(f'batch_size must be >= 1, got {batch_size}')
     target = float(target)
-    def top_probability(chunk: torch.Tensor, _) -> Tuple[torch.Tensor]:
+    def level_confidence(chunk: torch.Tensor, _) -> Tuple[torch.Tensor]:
         """(B, L) top class probability of each image at each level."""
-        return torch.stack([model.forward_resolution(chunk, j).float().softmax(-1).amax(-1) for j in levels], 1),
+        return torch.stack([top_probability(model.forward_resolution(chunk, j)) for j in levels], 1),
 
-    (confidence,), input_size = _calibration_outputs(model, images, batch_size, top_probability,
+    (confidence,), input_size = _calibration_outputs(model, images, batch_size, level_confidence,
                                                      caller='set_cascade_budget')
     table: CostTable = model.cost_table(input_size)
     level_costs = torch.tensor([table.backbone[j] for j in levels], dtype=torch.float64)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from timm.models import create_model, is_model, split_model_name_tag
 
 from .budget import BudgetCalibration, calibrate_budget
-from .cascade import Cascade, CascadeCalibration, calibrate_cascade, check_cascade
+from .cascade import Cascade, CascadeCalibration, calibrate_cascade, check_cascade, top_probability
 from .costs import CostTable, count_macs, eval_mode
 from .layers import convert_resolution_bn, create_predictor, resolution_norms, PREDICTORS
 
@@ -339,16 +339,14 @@ class DRNet(nn.Module):
         Zero in value (those hard weights are 0) and detached from the backbone, whose BN statistics stay untouched
         (eval mode), so only the predictor's gradient changes: d loss / d hard_j now sees every resolution.
         """
-        total = torch.zeros((), dtype=hard.dtype, device=hard.device)
-        for j in range(self.num_resolutions):
-            others = (index != j).nonzero().squeeze(1)
-            if not others.numel():
-                continue
-            with torch.no_grad(), eval_mode(self.backbone):
-                z = fn(x.index_select(0, others), j)
-            full = z.new_zeros((x.shape[0], *z.shape[1:])).index_copy_(0, others, z)
-            total = total + hard[:, j].view(-1, *(1,) * (z.ndim - 1)).to(z.dtype) * full
-        return total
+        outputs = {}  # resolution j -> outputs of every image, zero where j was chosen
+        with torch.no_grad(), eval_mode(self.backbone):
+            for j in range(self.num_resolutions):
+                others = (index != j).nonzero().squeeze(1)
+                if others.numel():
+                    z = fn(x.index_select(0, others), j)
+                    outputs[j] = z.new_zeros((x.shape[0], *z.shape[1:])).index_copy_(0, others, z)
+        return sum(hard[:, j].view(-1, *(1,) * (z.ndim - 1)).to(z.dtype) * z for j, z in outputs.items())
 
     def _cascade_route(self, x: torch.Tensor, fn: Callable[[torch.Tensor, int], torch.Tensor],
                        to_logits: Optional[nn.Module] = None) -> Tuple[torch.Tensor, ...]:
@@ -374,8 +372,7 @@ class DRNet(nn.Module):
                 out[going] = res
                 index[going] = j
                 break
-            logits = res if to_logits is None else to_logits(res)
-            stop = logits.float().softmax(-1).amax(-1) >= threshold
+            stop = top_probability(res if to_logits is None else to_logits(res)) >= threshold
             out[going[stop]] = res[stop]
             index[going[stop]] = j
             going, x = going[~stop], x[~stop]
