@@ -27,6 +27,7 @@ import timm
 from timm.data import create_transform, resolve_data_config
 from PIL import Image
 
+import timm_drnet
 from timm_drnet import Cascade, DRNet, select_resolution_bn
 from timm_drnet.pretrained import efficientnet_lite0_pretrained
 
@@ -100,8 +101,8 @@ def bench_model(name: str, args) -> Dict:
     if not checkpoint:
         warm_predictor(model, images)
     target = args.target_fraction * table.backbone[0] + table.predictor
-    calibration = model.set_budget(target, images)
-    cascade = model.set_cascade_budget(args.target_fraction * table.backbone[0], images)
+    calibration = timm_drnet.set_budget(model, target, images)
+    cascade = timm_drnet.set_cascade_budget(model, args.target_fraction * table.backbone[0], images)
     model.set_cascade(None)
     sizes = model.candidate_sizes(*input_size[1:])
     statics = [select_resolution_bn(copy.deepcopy(model.backbone), j).eval() for j in range(model.num_resolutions)]

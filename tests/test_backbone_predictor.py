@@ -99,6 +99,7 @@ def test_onnx_export_routes_like_the_model(tmp_path):
     pytest.importorskip('onnxruntime')
     model = timm.create_model('drnet', backbone='resnet18', predictor='backbone', num_classes=3).eval()
     _randomize_bn(model)
+    model.mark_predictor_trained()
     x = torch.randn(6, 3, 96, 96)
     timm_drnet.export_onnx(model, tmp_path, input_size=(3, 96, 96))
     out = timm_drnet.OnnxDRNet(tmp_path).forward_routed(x.numpy())

@@ -164,13 +164,14 @@ def test_training_replaces_a_bad_file_by_the_next_readable_one_with_its_own_labe
 
 def test_strict_data_stops_at_the_first_bad_file(data_dir):
     _, loader = _loader(data_dir, 'validation', is_training=False, strict=True)
-    with pytest.raises(BadImageError, match='cat/03_truncated.jpg.*--strict-data'):
+    with pytest.raises(BadImageError, match='cat/03_truncated.jpg.*strict_data'):
         _pass(loader)
 
 
 TRAIN = ['--input-size', '3', '32', '32', '-b', '4', '--workers', '0', '--log-interval', '1']
 
 
+@pytest.mark.slow
 def test_train_and_validate_skip_bad_files_and_stop_on_them_with_strict_data(data_dir, tmp_path):
     proc = run_script('train.py', ['--data-dir', data_dir, '--stage', 'multires', '--epochs', '2', *TRAIN,
                                    '--output', tmp_path, '--experiment', 'run'])

@@ -3,6 +3,7 @@ import pytest
 import torch
 import timm
 
+import timm_drnet
 from timm_drnet import CostTable, cost_offsets, solve_budget, solve_budget_top1
 
 SIZE = 96
@@ -29,7 +30,7 @@ def test_target_met_within_3_percent(model, varied_images, device, frac):
     x = varied_images(64, SIZE).to(device)
     lo, hi = reachable(model.cost_table((3, SIZE, SIZE)))
     target = lo + frac * (hi - lo)
-    result = model.set_budget(target, x)
+    result = timm_drnet.set_budget(model, target, x)
     cost = route_costs(model, x).mean().item()
     assert abs(cost - target) <= 0.03 * target
     assert cost == pytest.approx(result.cost, rel=1e-6)
@@ -55,7 +56,7 @@ def test_images_move_to_cheaper_resolutions_in_order_of_preference(model, varied
     lo, hi = reachable(model.cost_table((3, SIZE, SIZE)))
     per_image = []
     for frac in [0.9, 0.6, 0.4, 0.1]:
-        model.set_budget(lo + frac * (hi - lo), x)
+        timm_drnet.set_budget(model, lo + frac * (hi - lo), x)
         per_image.append(route_costs(model, x))
     for looser, tighter in zip(per_image, per_image[1:]):
         assert (tighter <= looser).all()
@@ -76,7 +77,7 @@ def test_unreachable_targets_name_the_range(model, varied_images):
     lo, hi = reachable(model.cost_table((3, SIZE, SIZE)))
     for target in [lo * 0.9, hi * 1.1]:
         with pytest.raises(ValueError, match='out of reach') as e:
-            model.set_budget(target, x)
+            timm_drnet.set_budget(model, target, x)
         assert f'{lo:.4g}' in str(e.value) and f'{hi:.4g}' in str(e.value)
     assert torch.count_nonzero(model.resolution_bias) == 0  # left unchanged
 
@@ -85,14 +86,14 @@ def test_too_few_images_for_the_tolerance(model, varied_images):
     x = varied_images(2, SIZE)
     lo, hi = reachable(model.cost_table((3, SIZE, SIZE)))
     with pytest.raises(ValueError, match='calibrate on more images'):
-        model.set_budget(lo + 0.25 * (hi - lo), x)
+        timm_drnet.set_budget(model, lo + 0.25 * (hi - lo), x)
     assert torch.count_nonzero(model.resolution_bias) == 0
 
 
 def test_bias_is_saved_in_the_state_dict(model, varied_images):
     x = varied_images(32, SIZE)
     lo, hi = reachable(model.cost_table((3, SIZE, SIZE)))
-    model.set_budget(lo + 0.4 * (hi - lo), x)
+    timm_drnet.set_budget(model, lo + 0.4 * (hi - lo), x)
     state = model.state_dict()
     assert torch.equal(state['resolution_bias'], model.resolution_bias)
     fresh = timm.create_model('drnet', backbone='test_resnet', predictor='mobile', num_classes=5).eval()
@@ -105,27 +106,27 @@ def test_loader_batches_and_latency_unit(model, varied_images):
     x = varied_images(40, SIZE)
     lo, hi = reachable(model.cost_table((3, SIZE, SIZE)))
     target = lo + 0.5 * (hi - lo)
-    a = model.set_budget(target, x)
+    a = timm_drnet.set_budget(model, target, x)
     loader = [(x[i:i + 16], torch.zeros(len(x[i:i + 16]))) for i in range(0, 40, 16)]
-    b = model.set_budget(target, iter(loader), batch_size=7)  # a one-shot iterable of (images, targets)
+    b = timm_drnet.set_budget(model, target, iter(loader), batch_size=7)  # a one-shot iterable of (images, targets)
     assert a.cost == pytest.approx(b.cost) and a.counts == b.counts
 
     model.set_cost_table(CostTable((3, SIZE, SIZE), (9.0, 5.0, 2.0), 0.5, 'ms'))
-    result = model.set_budget(6.0, x)
+    result = timm_drnet.set_budget(model, 6.0, x)
     assert result.unit == 'ms' and result.reachable == (2.5, 9.5)
     assert abs(route_costs(model, x).mean().item() - 6.0) <= 0.03 * 6.0
 
 
 def test_bad_calibration_input(model, varied_images):
     with pytest.raises(ValueError, match='at least one calibration image'):
-        model.set_budget(0.03, [])
+        timm_drnet.set_budget(model, 0.03, [])
     with pytest.raises(ValueError, match='share one input size'):
-        model.set_budget(0.03, [varied_images(4, SIZE), varied_images(4, 112)])
+        timm_drnet.set_budget(model, 0.03, [varied_images(4, SIZE), varied_images(4, 112)])
     with pytest.raises(TypeError, match='tensors'):
-        model.set_budget(0.03, ['not an image'])
+        timm_drnet.set_budget(model, 0.03, ['not an image'])
     model.eval_gumbel = True
     with pytest.raises(ValueError, match='eval_gumbel'):
-        model.set_budget(0.03, varied_images(4, SIZE))
+        timm_drnet.set_budget(model, 0.03, varied_images(4, SIZE))
 
 
 def test_labeled_calibration_uses_a_resolution_the_scores_never_prefer():
@@ -159,7 +160,7 @@ def test_labeled_set_budget_against_the_routed_model(model, varied_images):
         target = lo + frac * (hi - lo)
         top1 = []
         for labeled in (False, True):
-            result = model.set_budget(target, [(x[:40], y[:40]), (x[40:], y[40:])], batch_size=16, labeled=labeled)
+            result = timm_drnet.set_budget(model, target, [(x[:40], y[:40]), (x[40:], y[40:])], batch_size=16, labeled=labeled)
             with torch.no_grad():
                 out = model.forward_routed(x)
             assert abs(out.cost.mean().item() - target) <= 0.03 * target
@@ -177,6 +178,6 @@ def test_labeled_calibration_needs_class_indices(model, varied_images):
                   ([(x, torch.zeros(5, dtype=torch.long))], '(5,)'))
     for bad, what in bad_inputs:
         with pytest.raises(ValueError, match='one integer class index per image') as e:
-            model.set_budget(target, bad, labeled=True)
+            timm_drnet.set_budget(model, target, bad, labeled=True)
         assert what in str(e.value) and '(8, 3, 96, 96)' in str(e.value)
     assert torch.count_nonzero(model.resolution_bias) == 0

@@ -1,7 +1,9 @@
 """ Confidence cascade: routing against a per-image hand computation, costs, calibration, errors."""
 import pytest
 import torch
+import torch.nn.functional as F
 
+import timm_drnet
 from timm_drnet import cascade_stops, solve_cascade_threshold
 
 SIZE = 96
@@ -64,6 +66,7 @@ def test_routing_matches_hand_cascade(model, varied_images, device, levels):
 
 
 def test_features_follow_the_cascade(model, varied_images):
+    """Unpooled features of the level that answered, on the full-resolution grid; its logits stop the cascade."""
     x = varied_images(16, SIZE)
     _, conf = static_outputs(model, x)
     model.set_cascade(conf.median().item())
@@ -71,9 +74,13 @@ def test_features_follow_the_cascade(model, varied_images):
         feats = model.forward_features(x)
         out = model.forward_routed(x)
         per_res = [model.forward_features(x, resolution_index=j) for j in range(model.num_resolutions)]
-    expected = torch.stack([per_res[j][i] for i, j in enumerate(out.resolution_index.tolist())])
+    assert len(set(out.resolution_index.tolist())) > 1
+    grid = per_res[0].shape[-2:]
+    expected = torch.stack([F.interpolate(per_res[j][i:i + 1], size=grid, mode='bilinear')[0]
+                            for i, j in enumerate(out.resolution_index.tolist())])
     torch.testing.assert_close(feats, expected, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(model.forward_head(feats), out.logits, atol=1e-5, rtol=1e-5)
+    answered = torch.cat([model.forward_head(per_res[j][i:i + 1]) for i, j in enumerate(out.resolution_index.tolist())])
+    torch.testing.assert_close(answered, out.logits, atol=1e-5, rtol=1e-5)
 
 
 def test_threshold_extremes_and_switching_off(model, varied_images):
@@ -140,7 +147,7 @@ def test_budget_met_on_calibration_images(model, varied_images, device, frac):
     backbone = model.cost_table((3, SIZE, SIZE)).backbone
     lo, hi = backbone[2], sum(backbone)
     target = lo + frac * (hi - lo)
-    result = model.set_cascade_budget(target, x)
+    result = timm_drnet.set_cascade_budget(model, target, x)
     with torch.no_grad():
         out = model.forward_routed(x)
     cost = out.cost.mean().item()
@@ -156,8 +163,8 @@ def test_budget_from_batches_with_targets(model, varied_images):
     x = varied_images(48, SIZE)
     backbone = model.cost_table((3, SIZE, SIZE)).backbone
     target = backbone[2] + 0.5 * backbone[1]
-    whole = model.set_cascade_budget(target, x)
-    batched = model.set_cascade_budget(target, [(b, torch.zeros(len(b), dtype=torch.long)) for b in x.split(20)])
+    whole = timm_drnet.set_cascade_budget(model, target, x)
+    batched = timm_drnet.set_cascade_budget(model, target, [(b, torch.zeros(len(b), dtype=torch.long)) for b in x.split(20)])
     assert whole.threshold == pytest.approx(batched.threshold) and whole.cost == pytest.approx(batched.cost)
 
 
@@ -178,9 +185,9 @@ def test_unreachable_budget_leaves_model_unchanged(model, varied_images):
     x = varied_images(16, SIZE)
     backbone = model.cost_table((3, SIZE, SIZE)).backbone
     with pytest.raises(ValueError, match='out of reach for a cascade over candidates'):
-        model.set_cascade_budget(0.5 * backbone[2], x)
+        timm_drnet.set_cascade_budget(model, 0.5 * backbone[2], x)
     with pytest.raises(ValueError, match='out of reach'):
-        model.set_cascade_budget(backbone[0] + backbone[2] + 1e-3, x, levels=(2, 0))
+        timm_drnet.set_cascade_budget(model, backbone[0] + backbone[2] + 1e-3, x, levels=(2, 0))
     with pytest.raises(ValueError, match='at least one calibration image'):
-        model.set_cascade_budget(backbone[1], x[:0])
+        timm_drnet.set_cascade_budget(model, backbone[1], x[:0])
     assert model.cascade is None

@@ -23,6 +23,7 @@ def test_there_are_paper_configs_for_both_models_and_stages():
                                          for s in ('multires', 'drnet')}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('path', CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_config_holds_the_paper_recipe_and_runs_one_step(path, tmp_path):
     cfg = yaml.safe_load(path.read_text())

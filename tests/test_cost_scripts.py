@@ -9,6 +9,7 @@ import timm
 import torch
 from PIL import Image
 
+import timm_drnet
 from timm_drnet import CostTable
 from timm_drnet.checkpoint import load_checkpoint_weights, load_training_checkpoint
 from timm_drnet.config import DEFAULT_MODEL, DEFAULT_MODEL_KWARGS, build_drnet, drnet_config
@@ -27,6 +28,7 @@ def _synthetic(split: str, n: int):
     return x, torch.from_numpy(data.targets)
 
 
+@pytest.mark.slow
 def test_train_with_latency_costs_saves_and_reuses_the_measured_table(tmp_path):
     proc = run_script('train.py', [*LATENCY, '--epochs', '1', '--output', tmp_path, '--experiment', 'lat'])
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -89,6 +91,7 @@ def _mid_target(model) -> float:
     return table.predictor + (min(table.backbone) + max(table.backbone)) / 2
 
 
+@pytest.mark.slow
 def test_validate_budget_matches_an_independent_calibration(checkpoint, tmp_path):
     path, model = checkpoint
     target = _mid_target(model)
@@ -102,7 +105,7 @@ def test_validate_budget_matches_an_independent_calibration(checkpoint, tmp_path
     # the same calibration by hand: set_budget on the 64 train-split images, then the validation images routed
     calib_x, _ = _synthetic('train', 64)
     model.resolution_bias.zero_()
-    result = model.set_budget(target, calib_x)
+    result = timm_drnet.set_budget(model, target, calib_x)
     assert budget['target'] == pytest.approx(target) and budget['unit'] == 'gmacs'
     assert budget['calibration']['source'] == '64 random images of the train split'
     assert budget['calibration']['counts'] == list(result.counts)
@@ -118,6 +121,7 @@ def test_validate_budget_matches_an_independent_calibration(checkpoint, tmp_path
         in proc.stdout
 
 
+@pytest.mark.slow
 def test_validate_labeled_budget_matches_an_independent_calibration(checkpoint, tmp_path):
     """--calib-labels: the same labeled set_budget by hand on the 64 train-split images and their labels."""
     path, model = checkpoint
@@ -130,7 +134,7 @@ def test_validate_labeled_budget_matches_an_independent_calibration(checkpoint, 
     calib = res['budget']['calibration']
 
     model.resolution_bias.zero_()
-    result = model.set_budget(target, [_synthetic('train', 64)], labeled=True)
+    result = timm_drnet.set_budget(model, target, [_synthetic('train', 64)], labeled=True)
     assert calib['labeled'] and calib['counts'] == list(result.counts)
     assert calib['top1'] == pytest.approx(result.top1)
     assert calib['bias'] == pytest.approx(result.bias.tolist(), rel=1e-4, abs=1e-6)
@@ -143,6 +147,7 @@ def test_validate_labeled_budget_matches_an_independent_calibration(checkpoint, 
     assert f'top-1 {result.top1:.2f} there (labeled)' in proc.stderr
 
 
+@pytest.mark.slow
 def test_validate_budget_without_a_train_split_holds_images_out(checkpoint, tmp_path):
     path, model = checkpoint
     rng = np.random.default_rng(0)
@@ -174,6 +179,7 @@ def _image_folder(root, n: int, seed: int):
             Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(root / cls / f'{i:02d}.png')
 
 
+@pytest.mark.slow
 def test_validate_cascade_budget_matches_an_independent_calibration(checkpoint, tmp_path):
     """--cascade --target-gmacs on images of --calib-dir: set_cascade_budget by hand on the same images, then the
     evaluated images through the cascade."""
@@ -194,7 +200,7 @@ def test_validate_cascade_budget_matches_an_independent_calibration(checkpoint, 
     ds = create_dataset('', root=str(tmp_path / 'calib'))
     ds.transform = create_transform(**resolve_data_config(dict(input_size=(3, 64, 64)), model=model))
     calib_x = torch.stack([ds[i][0] for i in range(len(ds))])
-    result = model.set_cascade_budget(target, calib_x)
+    result = timm_drnet.set_cascade_budget(model, target, calib_x)
     # the loader's uint8 prefetcher normalises on its own path, so confidences (and the half-way threshold) agree
     # to a few 1e-4, the images' routing exactly
     assert calib['threshold'] == pytest.approx(result.threshold, abs=2e-3) and calib['levels'] == [2, 1, 0]
@@ -209,6 +215,7 @@ def test_validate_cascade_budget_matches_an_independent_calibration(checkpoint, 
     assert 'DRNet (cascade, levels summed)' in proc.stdout and 'cascade over candidates [2, 1, 0]' in proc.stdout
 
 
+@pytest.mark.slow
 def test_validate_cascade_threshold(checkpoint, tmp_path):
     path, model = checkpoint
     proc = run_script('validate.py', ['--checkpoint', path, '--synthetic-samples', '32', '--workers', '0',

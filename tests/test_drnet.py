@@ -15,8 +15,11 @@ SIZES = [96, 72, 48]
 
 
 def tiny(backbone='resnet18', **kwargs) -> DRNet:
+    """A small DRNet whose (random) predictor routes in eval as a trained one would."""
     kwargs.setdefault('predictor', 'mobile')
-    return timm.create_model('drnet', backbone=backbone, num_classes=5, **kwargs)
+    model = timm.create_model('drnet', backbone=backbone, num_classes=5, **kwargs)
+    model.mark_predictor_trained()
+    return model
 
 
 def hand_resize(x, size):
@@ -215,19 +218,28 @@ def test_routing_record_costs_include_predictor():
     torch.testing.assert_close(out.probs.sum(1), torch.ones(4))
 
 
-def test_timm_model_api():
-    model = tiny().eval()
+def test_timm_model_api(warm_model):
+    """timm's contract: unpooled features (each image at its resolution, on the 1x grid), forward_head pools them."""
+    model = warm_model
     x = torch.randn(3, 3, SIZE, SIZE)
     assert model.num_classes == 5 and model.num_features == 512
     with torch.no_grad():
+        force_routes(model, [0, 0, 0])
         feats = model.forward_features(x)
-        assert feats.shape == (3, model.head_hidden_size)
-        assert torch.equal(model.forward_head(feats, pre_logits=True), feats)
+        assert feats.shape == (3, model.num_features, 3, 3)  # 96 px at stride 32
+        pre = model.forward_head(feats, pre_logits=True)
+        assert pre.shape == (3, model.head_hidden_size)
+        torch.testing.assert_close(pre, feats.mean((2, 3)), rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(model.forward_head(feats), model(x), rtol=1e-5, atol=1e-6)
+        force_routes(model, [2, 0, 1])
+        mixed = model.forward_features(x)
+        for i, j in enumerate([2, 0, 1]):  # each image's own maps, resampled onto the 1x grid
+            own = plain_backbone(model, j).eval().forward_features(hand_resize(x[i:i + 1], SIZES[j]))
+            torch.testing.assert_close(mixed[i:i + 1], F.interpolate(own, size=(3, 3), mode='bilinear'),
+                                       rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(model.forward_features(x, resolution_index=2),
-                                   plain_backbone(model, 2).eval().forward_head(
-                                       plain_backbone(model, 2).eval().forward_features(hand_resize(x, SIZES[2])),
-                                       pre_logits=True))
+                                   plain_backbone(model, 2).eval().forward_features(hand_resize(x, SIZES[2])))
+        del model.predict_logits
     assert model.get_classifier() is model.backbone.fc
     model.reset_classifier(7)
     assert model.num_classes == 7 and model(x).shape == (3, 7)

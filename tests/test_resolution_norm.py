@@ -87,6 +87,16 @@ def test_running_stats_move_only_for_active_branch():
 FAMILIES = ['resnet18', 'tf_efficientnet_lite0', 'mobilenetv3_small_050', 'regnetx_002', 'convnext_atto']
 
 
+def _perturb(module: nn.Module, j: int) -> None:
+    """Affine weights and statistics of their own for every batch norm under ``module`` (different for each j)."""
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.weight.mul_(1 + 0.2 * j)
+                m.bias.add_(0.1 * j)
+                m.running_mean.add_(0.1 * j)
+
+
 @pytest.mark.parametrize('name', FAMILIES)
 def test_converter_on_timm_families(name):
     torch.manual_seed(0)
@@ -100,17 +110,28 @@ def test_converter_on_timm_families(name):
     assert len(norms) == n_bn  # every BN, shortcut / downsample ones included
     assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(m is b for n in norms for b in n.branches)
                    for m in converted.modules())
-    for j in range(3):
+    for j in range(3):  # branch j > 0 made to differ: it must compute what the plain model with its norms does
+        if j:
+            for norm in norms:
+                _perturb(norm.branches[j], j)
+        plain = copy.deepcopy(model)
+        if j:
+            _perturb(plain, j)
         set_active_resolution(converted, j)
         with torch.no_grad():
-            torch.testing.assert_close(converted(x), ref)
+            torch.testing.assert_close(converted(x), plain(x))
+            if j and n_bn:
+                assert not torch.allclose(converted(x), ref), f'branch {j} must differ from branch 0'
+    set_active_resolution(converted, 0)
+    with torch.no_grad():
+        torch.testing.assert_close(converted(x), ref)
     if name == 'convnext_atto':  # LayerNorm model: nothing to convert, unchanged
         assert n_bn == 0
     if name == 'resnet18':
         assert isinstance(converted.layer2[0].downsample[1], ResolutionBatchNorm)
     if name == 'tf_efficientnet_lite0':
         assert all(isinstance(n.branches[0], BatchNormAct2d) for n in norms)
-    back = select_resolution_bn(converted, 1)
+    back = select_resolution_bn(converted, 0)
     assert not resolution_norms(back)
     with torch.no_grad():
         torch.testing.assert_close(back(x), ref)

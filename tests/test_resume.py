@@ -1,3 +1,4 @@
+import pytest
 """ Killing training with SIGKILL mid-epoch loses at most that epoch, SIGTERM loses nothing (a final checkpoint
 of the state at that step), and checkpoints are never half-written. """
 import csv
@@ -50,6 +51,7 @@ def _rows(path):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
     full = run_script('train.py', [*ARGS, '--output', tmp_path / 'full', '--experiment', 'run'])
     assert full.returncode == 0, full.stderr[-3000:]
@@ -88,6 +90,7 @@ ARGS_DRNET = ['--stage', 'drnet', '--synthetic-samples', '160', '32', '-b', '32'
               '--log-interval', '1', '--model-ema', '--model-ema-decay', '0.9']
 
 
+@pytest.mark.slow
 def test_sigterm_mid_epoch_saves_the_step_and_resume_matches_an_uninterrupted_run(tmp_path):
     full = run_script('train.py', [*ARGS_DRNET, '--output', tmp_path / 'full', '--experiment', 'run'])
     assert full.returncode == 0, full.stderr[-3000:]
@@ -127,6 +130,7 @@ _WRITER = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_killed_writer_never_leaves_a_partial_checkpoint(tmp_path):
     path = tmp_path / 'last.pth.tar'
     rng = random.Random(0)
@@ -143,6 +147,7 @@ def test_killed_writer_never_leaves_a_partial_checkpoint(tmp_path):
         assert torch.equal(state['payload'], torch.full((8_000_000,), float(state['i']))), 'partial checkpoint'
 
 
+@pytest.mark.slow
 def test_failed_checkpoint_write_stops_training_and_keeps_the_previous_one(tmp_path):
     """The epoch-2 save fails (its rename target is made a folder mid-run): clear error, epoch-1 file intact."""
     stage_dir = tmp_path / 'run' / 'multires'

@@ -66,6 +66,7 @@ def test_corrupt_safetensors_is_a_clear_error(tmp_path):
         load_state_dict_file(bad)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('script, flags', [
     ('train.py', ['--initial-checkpoint']),
     ('train.py', ['--resume']),

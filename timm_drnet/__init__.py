@@ -2,18 +2,12 @@
 
 ``import timm_drnet`` registers the ``drnet_*`` models with timm.
 """
-from .budget import BudgetCalibration, calibrate_budget, cost_offsets, solve_budget, solve_budget_top1
-from .cascade import (
-    Cascade,
-    CascadeCalibration,
-    calibrate_cascade,
-    cascade_stops,
-    check_cascade,
-    solve_cascade_threshold,
-    top_probability,
-)
-from .costs import CostTable, count_macs, measure_cost_table, measure_latency_ms, unit_label
-from .drnet import PREDICTOR_GRADS, DRNet, DRNetOutput, check_resolutions, gumbel_straight_through
+from .budget import BudgetCalibration, cost_offsets, set_budget, solve_budget, solve_budget_top1
+from .calibration import calibration_outputs, closest_step
+from .cascade import CascadeCalibration, cascade_stops, set_cascade_budget, solve_cascade_threshold
+from .costs import CostTable, CostTables, count_cost_table, count_macs, measure_cost_table, measure_latency_ms, \
+    unit_label
+from .drnet import DRNet, DRNetOutput
 from .export import ONNX_CONFIG_NAME, OnnxDRNet, OnnxDRNetOutput, export_onnx
 from .hub import (
     UnsafeCheckpointError,
@@ -33,12 +27,24 @@ from .layers import (
     convert_resolution_bn,
     create_predictor,
     fold_batch_norms,
+    guard_single_value_norms,
     resolution_norms,
+    running_stats_frozen,
     select_resolution_bn,
     set_active_resolution,
 )
 from .loss import DRNetLoss, DRNetLossParts, FlopsLoss
 from .models import DRNET_BACKBONES, create_drnet
+from .precision import Precision, create_precision
 from .pretrained import cache_efficientnet_lite0, cache_timm_weights, remap_efficientnet_pytorch
+from .routing import (
+    MIN_INPUT_SIZE,
+    PREDICTOR_GRADS,
+    Cascade,
+    check_cascade,
+    check_resolutions,
+    gumbel_straight_through,
+    top_probability,
+)
 
 __version__ = '0.1.0'

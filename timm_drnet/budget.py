@@ -25,22 +25,19 @@ routing is still argmax_j (s_ij + d_j - lambda * C_j), so images keep the predic
 resolutions; with an uninformative predictor the search falls back to mixing the static resolutions that
 give the most top-1 per cost.
 """
-from typing import TYPE_CHECKING, Callable, Iterable, List, NamedTuple, Optional, Tuple, Union
+from typing import Callable, NamedTuple, Optional, Tuple
 
 import torch
 
+from .calibration import Images, calibration_outputs, closest_step
 from .costs import CostTable, eval_mode
+from .drnet import DRNet
 
-if TYPE_CHECKING:
-    from .drnet import DRNet
-
-__all__ = ['BudgetCalibration', 'calibrate_budget', 'cost_offsets', 'solve_budget', 'solve_budget_top1']
-
-Images = Union[torch.Tensor, Iterable]
+__all__ = ['BudgetCalibration', 'set_budget', 'cost_offsets', 'solve_budget', 'solve_budget_top1']
 
 
 class BudgetCalibration(NamedTuple):
-    """What ``DRNet.set_budget`` installed and what it achieved on the calibration images."""
+    """What ``set_budget`` installed and what it achieved on the calibration images."""
     target: float  # requested mean cost per image, predictor included, in ``unit``
     cost: float  # mean cost per image reached on the calibration images, predictor included
     lam: float  # Lagrange multiplier: price of one cost unit in predictor-logit units
@@ -78,31 +75,6 @@ def _plateau_lambdas(scores: torch.Tensor, costs: torch.Tensor) -> torch.Tensor:
     return torch.cat([points[:1] - margin, (points[1:] + points[:-1]) / 2, points[-1:] + margin])
 
 
-def _closest_step(candidates: torch.Tensor, mean_cost: Callable[[torch.Tensor], torch.Tensor],
-                  target: float) -> float:
-    """ The candidate whose ``mean_cost`` is closest to ``target``, ties to the cheaper one.
-
-    ``candidates`` (K,) are sorted so that ``mean_cost`` ((L,) candidates -> (L,) costs) is monotone along them,
-    rising or falling; a binary search for where it crosses the target needs O(log K) evaluations.
-    """
-    first, last = mean_cost(candidates[[0, -1]]).tolist()
-    rising = last >= first
-    lo, hi = 0, candidates.numel() - 1
-    while lo < hi:  # the first candidate at or past the target
-        mid = (lo + hi) // 2
-        cost = mean_cost(candidates[mid:mid + 1]).item()
-        if (cost >= target) if rising else (cost <= target):
-            hi = mid
-        else:
-            lo = mid + 1
-    if lo == 0:
-        return candidates[0].item()
-    before, at = mean_cost(candidates[lo - 1:lo + 1]).tolist()
-    if abs(before - target) != abs(at - target):
-        return candidates[lo - 1 if abs(before - target) < abs(at - target) else lo].item()
-    return candidates[lo - 1 if before < at else lo].item()
-
-
 def solve_budget(scores: torch.Tensor, costs: torch.Tensor, target: float) -> float:
     """ Lambda whose routing of ``scores`` (N, m) averages closest to ``target`` backbone cost.
 
@@ -110,7 +82,7 @@ def solve_budget(scores: torch.Tensor, costs: torch.Tensor, target: float) -> fl
     plateau. Float64 maths throughout.
     """
     scores, costs = scores.double(), costs.double()
-    return _closest_step(_plateau_lambdas(scores, costs), lambda lam: _routed_cost(scores, costs, lam), target)
+    return closest_step(_plateau_lambdas(scores, costs), lambda lam: _routed_cost(scores, costs, lam), target)
 
 
 def _route(scores: torch.Tensor, costs: torch.Tensor, offsets: torch.Tensor, target: float
@@ -169,58 +141,7 @@ def solve_budget_top1(
     return best, best_lam
 
 
-def _batches(images: Images, labeled: bool) -> Iterable[Tuple[torch.Tensor, Optional[torch.Tensor]]]:
-    """(images, targets or None) from a tensor (N, C, H, W) or an iterable of tensors / (images, targets) pairs."""
-    if isinstance(images, torch.Tensor):
-        images = [images]
-    for batch in images:
-        target = None
-        if isinstance(batch, (tuple, list)) and batch:
-            batch, target = batch[0], (batch[1] if len(batch) > 1 else None)
-        if not isinstance(batch, torch.Tensor):
-            raise TypeError(f'Calibration images must be tensors (N, C, H, W) or (images, targets) batches, '
-                            f'got {type(batch).__name__}')
-        if labeled:
-            if not isinstance(target, torch.Tensor) or target.dtype.is_floating_point or \
-                    target.shape != batch.shape[:1]:
-                got = f'{type(target).__name__} {tuple(target.shape)} {target.dtype}' \
-                    if isinstance(target, torch.Tensor) else type(target).__name__
-                raise ValueError(f'Labeled calibration needs (images, targets) batches with one integer class index '
-                                 f'per image: images {tuple(batch.shape)}, targets {got}')
-        yield batch, target
-
-
-@torch.no_grad()
-def _calibration_outputs(
-        model: 'DRNet',
-        images: Images,
-        batch_size: int,
-        fn: Callable[[torch.Tensor, Optional[torch.Tensor]], Tuple[torch.Tensor, ...]],
-        labeled: bool = False,
-        caller: str = 'set_budget',
-) -> Tuple[Tuple[torch.Tensor, ...], Tuple[int, int, int]]:
-    """ ``fn(chunk, targets)`` over the calibration images in eval mode, ``batch_size`` at a time, its outputs
-    concatenated (each moved to the CPU), and the images' (C, H, W). Checks every batch like the forward does,
-    and that there is at least one image and one input size."""
-    param = next(model.parameters())
-    outputs: List[Tuple[torch.Tensor, ...]] = []
-    sizes = set()
-    with eval_mode(model):
-        for batch, target in _batches(images, labeled):
-            model.check_input(batch)
-            sizes.add(tuple(batch.shape[1:]))
-            for start in range(0, batch.shape[0], batch_size):
-                chunk = batch[start:start + batch_size].to(param.device, param.dtype)
-                t = None if target is None else target[start:start + batch_size].cpu()
-                outputs.append(tuple(o.cpu() for o in fn(chunk, t)))
-    if sum(o[0].shape[0] for o in outputs) == 0:
-        raise ValueError(f'{caller} needs at least one calibration image, got none')
-    if len(sizes) > 1:
-        raise ValueError(f'Calibration images must share one input size, got {sorted(sizes)}')
-    return tuple(torch.cat(parts) for parts in zip(*outputs)), sizes.pop()
-
-
-def _scores_and_correct(model: 'DRNet', labeled: bool
+def _scores_and_correct(model: DRNet, labeled: bool
                         ) -> Callable[[torch.Tensor, Optional[torch.Tensor]], Tuple[torch.Tensor, ...]]:
     """Per chunk: raw predictor scores (B, m) without resolution bias; with ``labeled``, also whether the backbone
     classifies each image correctly at each resolution (B, m)."""
@@ -233,28 +154,41 @@ def _scores_and_correct(model: 'DRNet', labeled: bool
     return fn
 
 
-def calibrate_budget(
-        model: 'DRNet',
+def set_budget(
+        model: DRNet,
         target: float,
         images: Images,
         batch_size: int = 64,
         tolerance: float = 0.03,
         labeled: bool = False,
 ) -> BudgetCalibration:
-    """ Set ``model.resolution_bias`` so the mean cost per image on ``images`` is ``target`` within ``tolerance``.
+    """ Meet a mean cost per image at inference, without retraining.
 
-    See ``DRNet.set_budget``. Raises ValueError, leaving the model unchanged, for an unreachable target
-    or when the calibration set is too small to get within ``tolerance``.
+    Calibrates ``model.resolution_bias`` on a few unlabeled ``images`` (a tensor (N, C, H, W), or an iterable
+    of batches or (images, targets) pairs such as a DataLoader) so the mean cost per image on them,
+    predictor included, in the model's cost unit (GMACs, or ms after ``set_cost_table``), is ``target``
+    within ``tolerance``. The offsets are a Lagrangian cost penalty, so images keep the predictor's
+    order of difficulty. The bias is a buffer, saved with the state dict; ``resolution_bias.zero_()``
+    restores the trained routing.
+
+    ``labeled=True`` takes (images, targets) batches and also chooses per-resolution offsets that classify
+    the most calibration images correctly within the budget (``solve_budget_top1``), which runs the
+    backbone at every resolution on them; use it when the predictor leaves a resolution unused.
+
+    Raises ValueError, leaving the model unchanged, for an unreachable target, when the calibration set is
+    too small to get within ``tolerance``, or for a model whose predictor was never trained.
     """
+    if not model.predictor_trained:
+        raise ValueError('set_budget shifts the routing of a trained predictor, but this model\'s predictor was '
+                         'never trained (it routes every image at full resolution); train it (stage 2), or meet '
+                         'the budget with a confidence cascade: set_cascade_budget(model, target, images)')
     if model.eval_gumbel:
         raise ValueError('set_budget calibrates deterministic argmax routing, but this model samples Gumbel '
                          'noise in eval (eval_gumbel=True); set model.eval_gumbel = False first')
     if not tolerance >= 0:
         raise ValueError(f'tolerance must be >= 0 (a fraction of the target), got {tolerance}')
     target = float(target)
-    if batch_size < 1:
-        raise ValueError(f'batch_size must be >= 1, got {batch_size}')
-    outputs, input_size = _calibration_outputs(model, images, batch_size, _scores_and_correct(model, labeled), labeled)
+    outputs, input_size = calibration_outputs(model, images, batch_size, _scores_and_correct(model, labeled), labeled)
     scores, correct = outputs if labeled else (outputs[0], None)
     table: CostTable = model.cost_table(input_size)
     costs = torch.tensor(table.backbone, dtype=torch.float64)

@@ -8,32 +8,24 @@ every image first runs at the cheapest level; it stops there when its top softma
 going. An image's cost is the sum of the levels it ran; the predictor does not run.
 
 A higher threshold sends every image at least as far, so the mean cost rises monotonically with it: one number
-is the whole budget knob, and calibrating it needs no labels. ``calibrate_cascade`` runs every level on the
+is the whole budget knob, and calibrating it needs no labels. ``set_cascade_budget`` runs every level on the
 calibration images once, then binary-searches the confidences at which images switch for the threshold whose
 mean cost is closest to the target, and takes it half-way between two such confidences.
 """
-from typing import TYPE_CHECKING, NamedTuple, Optional, Sequence, Tuple
+from typing import NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
-from .budget import Images, _closest_step, _calibration_outputs
+from .calibration import Images, calibration_outputs, closest_step
 from .costs import CostTable
+from .drnet import DRNet
+from .routing import check_levels, top_probability
 
-if TYPE_CHECKING:
-    from .drnet import DRNet
-
-__all__ = ['Cascade', 'CascadeCalibration', 'calibrate_cascade', 'cascade_stops', 'check_cascade',
-           'solve_cascade_threshold', 'top_probability']
-
-
-class Cascade(NamedTuple):
-    """Confidence-cascade routing: which candidates run, in order, and when an image stops."""
-    levels: Tuple[int, ...]  # candidate indices in the order they run (cheapest first)
-    threshold: float  # an image stops at the first level whose top class probability is >= threshold
+__all__ = ['CascadeCalibration', 'set_cascade_budget', 'cascade_stops', 'solve_cascade_threshold']
 
 
 class CascadeCalibration(NamedTuple):
-    """What ``DRNet.set_cascade_budget`` installed and what it achieved on the calibration images."""
+    """What ``set_cascade_budget`` installed and what it achieved on the calibration images."""
     target: float  # requested mean cost per image, in ``unit``
     cost: float  # mean cost per image reached on the calibration images (sum of the levels each ran)
     threshold: float
@@ -41,38 +33,6 @@ class CascadeCalibration(NamedTuple):
     counts: Tuple[int, ...]  # calibration images answered at each candidate (length m, 0 for unused candidates)
     reachable: Tuple[float, float]  # (every image stops at the first level, every image runs every level)
     unit: str
-
-
-def _check_levels(levels: Optional[Sequence[int]], num_resolutions: int) -> Tuple[int, ...]:
-    """Valid cascade levels; default every candidate, smallest (cheapest) first."""
-    levels = tuple(range(num_resolutions - 1, -1, -1)) if levels is None else tuple(int(j) for j in levels)
-    if not levels:
-        raise ValueError('A cascade needs at least one level (candidate resolution index)')
-    bad = [j for j in levels if not 0 <= j < num_resolutions]
-    if bad:
-        raise ValueError(f'Cascade levels {bad} out of range: the model has {num_resolutions} candidate '
-                         f'resolutions, indices 0 (largest) to {num_resolutions - 1}')
-    if len(set(levels)) != len(levels):
-        raise ValueError(f'Cascade levels must not repeat, got {list(levels)}')
-    return levels
-
-
-def check_cascade(threshold: float, levels: Optional[Sequence[int]], num_resolutions: int) -> Cascade:
-    """ A valid ``Cascade``; ``levels`` defaults to every candidate, smallest (cheapest) first.
-
-    ``threshold`` must be a finite number >= 0: 0 stops every image at the first level, anything above 1 sends
-    every image through every level.
-    """
-    levels = _check_levels(levels, num_resolutions)
-    threshold = float(threshold)
-    if not (threshold >= 0 and threshold != float('inf')):
-        raise ValueError(f'Cascade threshold must be a finite number >= 0 (a softmax probability), got {threshold}')
-    return Cascade(levels, threshold)
-
-
-def top_probability(logits: torch.Tensor) -> torch.Tensor:
-    """(B,) each image's top class probability: the confidence a cascade stops on (float32 softmax)."""
-    return logits.float().softmax(-1).amax(-1)
 
 
 def cascade_stops(confidence: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
@@ -101,33 +61,34 @@ def solve_cascade_threshold(confidence: torch.Tensor, level_costs: torch.Tensor,
     if points.numel() == 0:  # one level: nothing to decide
         return 0.
     thresholds = torch.cat([points[:1] / 2, (points[1:] + points[:-1]) / 2, points[-1:] + 1])
-    return _closest_step(thresholds, lambda t: _mean_cost(confidence, level_costs, t), target)
+    return closest_step(thresholds, lambda t: _mean_cost(confidence, level_costs, t), target)
 
 
-def calibrate_cascade(
-        model: 'DRNet',
+def set_cascade_budget(
+        model: DRNet,
         target: float,
         images: Images,
         levels: Optional[Sequence[int]] = None,
         batch_size: int = 64,
         tolerance: float = 0.03,
 ) -> CascadeCalibration:
-    """ Set ``model.cascade`` so the mean cost per image on ``images`` is ``target`` within ``tolerance``.
+    """ Meet a mean cost per image at inference with a confidence cascade, without a trained predictor.
 
-    See ``DRNet.set_cascade_budget``. Raises ValueError, leaving the model unchanged, for an unreachable
-    target or when the calibration set is too small to get within ``tolerance``.
+    Runs every level on a few unlabeled ``images`` (as for ``set_budget``) and installs, with
+    ``model.set_cascade``, the threshold whose mean cost on them is ``target`` within ``tolerance``. Raises
+    ValueError, leaving the model unchanged, for a target outside [cost of the first level, cost of all levels]
+    or when the calibration set is too small to get within ``tolerance``.
     """
-    levels = _check_levels(levels, model.num_resolutions)
+    levels = check_levels(levels, model.num_resolutions)
     if not tolerance >= 0:
         raise ValueError(f'tolerance must be >= 0 (a fraction of the target), got {tolerance}')
-    if batch_size < 1:
-        raise ValueError(f'batch_size must be >= 1, got {batch_size}')
     target = float(target)
+
     def level_confidence(chunk: torch.Tensor, _) -> Tuple[torch.Tensor]:
         """(B, L) top class probability of each image at each level."""
         return torch.stack([top_probability(model.forward_resolution(chunk, j)) for j in levels], 1),
 
-    (confidence,), input_size = _calibration_outputs(model, images, batch_size, level_confidence,
+    (confidence,), input_size = calibration_outputs(model, images, batch_size, level_confidence,
                                                      caller='set_cascade_budget')
     table: CostTable = model.cost_table(input_size)
     level_costs = torch.tensor([table.backbone[j] for j in levels], dtype=torch.float64)

@@ -15,20 +15,24 @@ import os
 import random
 import re
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 import torch
 from torch import nn
+from timm.models import clean_state_dict
 from timm.utils import CheckpointSaver, get_state_dict, unwrap_model
 
-from .hub import PathLike, load_state_dict_file
+from .drnet import DRNet, complete_state_dict
+from .errors import literal, setting_error
+from .hub import PathLike, load_state_dict_file, save_for_hf
 
 __all__ = [
     'DRNetCheckpointSaver', 'CheckpointMismatchError', 'atomic_torch_save', 'atomic_replace', 'get_rng_state',
-    'set_rng_state', 'load_training_checkpoint', 'check_checkpoint_compatible',
-    'load_checkpoint_weights',
+    'set_rng_state', 'load_training_checkpoint', 'check_checkpoint_compatible', 'load_checkpoint_weights',
+    'export_safetensors',
 ]
 
 
@@ -103,25 +107,29 @@ class DRNetCheckpointSaver(CheckpointSaver):
     """ timm's ``CheckpointSaver`` (``last``, top-n ``checkpoint-N``, ``model_best``) with safe, complete files.
 
     Differences from timm's: every file is written atomically (``last`` is replaced in one rename, never
-    unlinked first); the checkpoint holds only weights-only-loadable content (``args`` as a dict); and
-    ``extra_state()`` adds the rest of the training state (scheduler, RNG of every rank, DRNet config, stage).
+    unlinked first); the checkpoint holds only weights-only-loadable content (``run_args``, the run's settings,
+    as a plain dict under ``args``); and ``extra_state()`` adds the rest of the training state (scheduler, RNG of
+    every rank, DRNet config, stage). ``arch`` is the model name stored as timm's checkpoints do.
     """
 
-    def __init__(self, *args, extra_state: Optional[Callable[[], Dict[str, Any]]] = None, **kwargs):
+    def __init__(self, *args, arch: str = 'drnet', run_args: Optional[Dict[str, Any]] = None,
+                 extra_state: Optional[Callable[[], Dict[str, Any]]] = None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.arch = arch
+        self.run_args = run_args
         self.extra_state = extra_state
 
     def _save(self, save_path: str, epoch: int, metric: Optional[float] = None) -> None:
         state = {
             'epoch': epoch,
             'version': 2,  # epoch is the last completed one, resume starts at epoch + 1
-            'arch': self.args.model if self.args is not None else type(self.model).__name__.lower(),
+            'arch': self.arch,
             'state_dict': get_state_dict(self.model, self.unwrap_fn),
             'optimizer': self.optimizer.state_dict(),
             'saver': self.state_dict(epoch, metric),
         }
-        if self.args is not None:
-            state['args'] = dict(vars(self.args))
+        if self.run_args is not None:
+            state['args'] = dict(self.run_args)
         if self.model_ema is not None:
             state['state_dict_ema'] = get_state_dict(self.model_ema, self.unwrap_fn)
         if self.amp_scaler is not None:
@@ -175,10 +183,6 @@ def load_training_checkpoint(path: PathLike) -> Dict[str, Any]:
 _BRANCH_KEY = re.compile(r'\.branches\.(\d+)\.')
 
 
-def _strip_module(state_dict: Dict[str, Any]) -> Dict[str, Any]:
-    return {k[7:] if k.startswith('module.') else k: v for k, v in state_dict.items()}
-
-
 def _checkpoint_resolutions(ckpt: Dict[str, Any]) -> Optional[List[float]]:
     cfg = ckpt.get('drnet')
     return list(cfg['resolutions']) if isinstance(cfg, dict) and 'resolutions' in cfg else None
@@ -208,28 +212,30 @@ def check_checkpoint_compatible(model: nn.Module, ckpt: Dict[str, Any], path: Pa
     when it has one, else from the shapes of its predictor and classifier weights.
     """
     model = unwrap_model(model)
-    state_dict = _strip_module(ckpt['state_dict'])
+    state_dict = clean_state_dict(ckpt['state_dict'])
     cfg = ckpt.get('drnet') if isinstance(ckpt.get('drnet'), dict) else {}
     res = _checkpoint_resolutions(ckpt)
     num_res = len(res) if res is not None else _num_branches(state_dict)
     if num_res is not None and num_res != model.num_resolutions:
         shown = f' {tuple(res)}' if res is not None else ''
-        fix = f'--resolutions {" ".join(str(r) for r in res)}' if res is not None else \
-            f'--resolutions with {num_res} values'
-        raise CheckpointMismatchError(
-            f'{path} was made for {num_res} candidate resolutions{shown}, but the model has '
+        fix = f'{{resolutions}} {" ".join(str(r) for r in res)}' if res is not None else \
+            f'{{resolutions}} with {num_res} values'
+        raise setting_error(
+            CheckpointMismatchError,
+            f'{literal(path)} was made for {num_res} candidate resolutions{shown}, but the model has '
             f'{model.num_resolutions} {tuple(model.resolutions)}. Build the model to match with {fix}, '
             f'or use a checkpoint made for these resolutions.')
     num_classes = cfg.get('num_classes') or _num_classes(state_dict, model)
     if num_classes is not None and num_classes != model.num_classes:
-        raise CheckpointMismatchError(
-            f'{path} has a {num_classes}-class classifier, but the model is built for {model.num_classes} '
-            f'classes. Pass --num-classes {num_classes} to match it, or use a checkpoint trained for '
+        raise setting_error(
+            CheckpointMismatchError,
+            f'{literal(path)} has a {num_classes}-class classifier, but the model is built for {model.num_classes} '
+            f'classes. Set {{num_classes}} {num_classes} to match it, or use a checkpoint trained for '
             f'{model.num_classes} classes.')
 
 
 def load_checkpoint_weights(
-        model: nn.Module,
+        model: DRNet,
         ckpt: Dict[str, Any],
         path: PathLike,
         use_ema: bool = False,
@@ -239,8 +245,9 @@ def load_checkpoint_weights(
     check_checkpoint_compatible(model, ckpt, path)
     key = 'state_dict_ema' if use_ema else 'state_dict'
     if key not in ckpt:
-        raise CheckpointMismatchError(f'{path} holds no EMA weights; drop --use-ema to load its weights.')
-    state_dict = _strip_module(ckpt[key])
+        raise setting_error(CheckpointMismatchError,
+                            f'{literal(path)} holds no EMA weights; drop {{use_ema}} to load its weights.')
+    state_dict = complete_state_dict(clean_state_dict(ckpt[key]))
     own = model.state_dict()
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
@@ -250,8 +257,20 @@ def load_checkpoint_weights(
         made_for = f" (made for backbone {cfg['backbone']!r}, predictor {cfg['predictor']!r})" if cfg else ''
         details = '; '.join(f'{what}: {", ".join(keys[:3])}{" ..." if len(keys) > 3 else ""}' for what, keys in (
             ('missing', missing), ('unexpected', unexpected), ('different shape', wrong_shape)) if keys)
-        raise CheckpointMismatchError(
-            f'{path}{made_for} does not fit the model with backbone {model.backbone_name!r} ({details}). '
-            f'Build the model the checkpoint was trained with (--model / --model-kwargs backbone=... '
-            f'predictor=...), or use a checkpoint of this model.')
+        raise setting_error(
+            CheckpointMismatchError,
+            f'{literal(path)}{literal(made_for)} does not fit the model with backbone {model.backbone_name!r} '
+            f'({literal(details)}). Build the model the checkpoint was trained with ({{model}}, and backbone=... '
+            f'predictor=... in {{model_kwargs}}), or use a checkpoint of this model.')
     model.load_state_dict(state_dict)
+
+
+def export_safetensors(model: DRNet, folder: PathLike, model_args: Dict[str, Any], data_config: Dict[str, Any]) -> None:
+    """``model.safetensors`` + ``config.json`` (timm ``save_for_hf`` format) in ``folder``, each replaced atomically.
+
+    ``timm.create_model('local-dir:<folder>')`` loads them back.
+    """
+    with tempfile.TemporaryDirectory(dir=folder, prefix='.export-') as tmp:
+        save_for_hf(model, tmp, model_args=model_args, data_config=data_config)
+        for name in os.listdir(tmp):
+            atomic_replace(os.path.join(tmp, name), Path(folder) / name)

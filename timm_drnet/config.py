@@ -1,44 +1,48 @@
 """ Run configuration
 
-How ``train.py`` and ``validate.py`` decide which DRNet to build: settings given on the command line
-win, then the DRNet config stored in the checkpoint being loaded (so a stage-1 checkpoint or a trained
-model needs no repeated flags), then the defaults. ``drnet_config`` is what a checkpoint stores: the
-model name, the ``create_model`` keyword arguments, and the settings that must match for its weights
-to load (resolutions, classes, input size), plus any measured cost table (``--cost latency``), which is
-not part of the state dict.
+How ``train.py`` and ``validate.py`` decide which DRNet to build and how to feed it: settings given by the
+caller win, then the DRNet config stored in the checkpoint being loaded (so a stage-1 checkpoint or a trained
+model needs no repeated settings), then the defaults. ``drnet_config`` is what a checkpoint stores: the model
+name, the ``create_model`` keyword arguments, the settings that must match for its weights to load
+(resolutions, classes, input size), the data config it was trained with (size, crop, interpolation, mean,
+std), and any measured cost table, which is not part of the state dict.
 """
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+import logging
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-import torch
-from torch import nn
+from timm.data import resolve_data_config
 from timm.models import create_model, is_model, parse_model_name, split_model_name_tag
 
-from .costs import CostTable, eval_mode
-from .drnet import MIN_INPUT_SIZE, DRNet, check_resolutions
+from .costs import CostTable, measure_cost_table
+from .drnet import DRNet
+from .errors import setting_error
 from .models import DRNET_BACKBONES
+from .routing import MIN_INPUT_SIZE, check_resolutions
 
-__all__ = ['DEFAULT_MODEL', 'DEFAULT_MODEL_KWARGS', 'drnet_config', 'saved_cost_tables', 'install_saved_cost_tables',
-           'resolve_model_args', 'build_drnet', 'check_input_size', 'check_single_image_maps']
+__all__ = ['DEFAULT_MODEL', 'DEFAULT_MODEL_KWARGS', 'DATA_CONFIG_KEYS', 'drnet_config', 'saved_cost_tables',
+           'install_costs', 'resolve_model_args', 'build_drnet', 'run_data_config', 'check_input_size']
+
+_logger = logging.getLogger(__name__)
 
 # The scripts' default model: a small DRNet sized for the built-in 64 px synthetic set on a CPU. timm's
-# tiny test_resnet with output stride 16 keeps a 2x2 final feature map at the smallest candidate (32 px),
-# so batch norm has more than one value per channel even when a single image is routed there.
+# tiny test_resnet with output stride 16 keeps a 2x2 final feature map at the smallest candidate (32 px).
 DEFAULT_MODEL = 'drnet'
 DEFAULT_MODEL_KWARGS: Dict[str, Any] = dict(backbone='test_resnet', output_stride=16, predictor='mobile',
                                             predictor_size=32)
 
+# the data config a model is trained with and must be evaluated with (timm resolve_data_config keys)
+DATA_CONFIG_KEYS = ('input_size', 'interpolation', 'crop_pct', 'crop_mode', 'mean', 'std')
 
-def drnet_config(model: nn.Module, model_name: str, model_kwargs: Dict[str, Any],
-                 input_size: Sequence[int]) -> Dict[str, Any]:
-    """The settings a checkpoint belongs to: enough to rebuild the model and to check that weights fit it."""
-    return dict(
-        model=model_name,
-        model_kwargs=dict(model_kwargs),
-        **model.drnet_args(),
-        num_classes=model.num_classes,
-        in_chans=model.in_chans,
-        input_size=list(input_size),
-    )
+
+def drnet_config(model: DRNet, model_name: str, model_kwargs: Dict[str, Any], input_size: Sequence[int],
+                 data_config: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """The settings a checkpoint belongs to: enough to rebuild the model, check that weights fit it, and feed it."""
+    cfg = dict(model=model_name, model_kwargs=dict(model_kwargs), **model.drnet_args(), num_classes=model.num_classes,
+               in_chans=model.in_chans, input_size=list(input_size))
+    if data_config:
+        cfg['data_config'] = {k: list(v) if isinstance(v, tuple) else v
+                              for k, v in data_config.items() if k in DATA_CONFIG_KEYS}
+    return cfg
 
 
 def saved_cost_tables(cfg: Optional[Dict[str, Any]]) -> List[CostTable]:
@@ -46,39 +50,61 @@ def saved_cost_tables(cfg: Optional[Dict[str, Any]]) -> List[CostTable]:
     return [CostTable.from_dict(d) for d in (cfg or {}).get('cost_tables') or ()]
 
 
-def install_saved_cost_tables(model: DRNet, cfg: Optional[Dict[str, Any]], input_size: Sequence[int],
-                              path: str) -> bool:
-    """ Install the measured cost tables saved in the checkpoint config ``cfg`` (read from ``path``).
+def install_costs(
+        model: DRNet,
+        cost: Optional[str],
+        input_size: Sequence[int],
+        saved_cfg: Optional[Dict[str, Any]] = None,
+        source: str = '',
+        measure: Optional[Callable[[], CostTable]] = None,
+) -> str:
+    """ Set the model's costs; returns what they are ('macs' or 'latency').
 
-    Returns False when it holds none (MACs); raises ValueError when none is for ``input_size``.
+    ``cost`` None: the measured tables saved in ``saved_cfg`` (the config of the checkpoint read from ``source``)
+    if it holds any, else the model's own; 'macs': counted GMACs; 'latency': ``measure()`` (default: the latency
+    per image measured on the model's device at batch 1, ``measure_cost_table``). Raises ValueError when the
+    costs in use hold no table for ``input_size``.
     """
-    tables = saved_cost_tables(cfg)
-    if not tables:
-        return False
-    if tuple(input_size) not in [tuple(t.input_size) for t in tables]:
-        raise ValueError(f'The {tables[0].unit} cost table saved in {path} is for input size '
-                         f'{list(tables[0].input_size)}, this run uses {list(input_size)}: pass --cost latency to '
-                         f'measure one at this size, or --cost macs.')
-    for table in tables:
+    input_size = tuple(input_size)
+    if cost == 'latency':
+        table = measure() if measure is not None else measure_cost_table(model, input_size)
         model.set_cost_table(table)
-    return True
+        _logger.info(f'Costs: latency measured on this device: {table.describe(model.resolutions)}.')
+    elif cost == 'macs':
+        model.reset_costs()
+    elif cost is not None:
+        raise setting_error(ValueError, f"{{cost}} must be 'macs' or 'latency', got {cost!r}")
+    else:
+        tables = saved_cost_tables(saved_cfg)
+        for table in tables:
+            model.set_cost_table(table)
+        if tables:
+            _logger.info(f'Costs: the latency table saved in {source} '
+                         f'({tables[0].describe(model.resolutions)}).')
+    try:
+        model.cost_table(input_size)
+    except KeyError:
+        raise setting_error(ValueError, f'The model\'s {model.cost_unit} cost tables ({source or "installed"}) do '
+                                        f'not cover input size {list(input_size)}: set {{cost}} latency to '
+                                        f'measure one at this size, or {{cost}} macs.') from None
+    return 'macs' if model.cost_unit == 'gmacs' else 'latency'
 
 
 def resolve_model_args(
         model: Optional[str],
         model_kwargs: Optional[Dict[str, Any]],
-        flags: Dict[str, Any],
+        settings: Dict[str, Any],
         ckpt_cfg: Optional[Dict[str, Any]] = None,
         num_classes: Optional[int] = None,
 ) -> Tuple[str, Dict[str, Any]]:
     """ Model name and ``create_model`` kwargs.
 
     Args:
-        model: ``--model`` (None: the checkpoint's, else ``DEFAULT_MODEL``).
-        model_kwargs: ``--model-kwargs`` (None: the checkpoint's for the same model, else the defaults).
-        flags: single-setting flags (resolutions, predictor, predictor_size, num_classes); None = not given.
+        model: model name (None: the checkpoint's, else ``DEFAULT_MODEL``).
+        model_kwargs: ``create_model`` kwargs (None: the checkpoint's for the same model, else the defaults).
+        settings: single settings (resolutions, predictor, predictor_size, num_classes, ...); None = not given.
         ckpt_cfg: the ``drnet_config`` stored in the checkpoint to be loaded, if any.
-        num_classes: the data set's class count, used when neither flags nor checkpoint say.
+        num_classes: the data set's class count, used when neither settings nor checkpoint say.
     """
     name = model or (ckpt_cfg['model'] if ckpt_cfg else DEFAULT_MODEL)
     if ckpt_cfg and ckpt_cfg['model'] == name:
@@ -88,15 +114,16 @@ def resolve_model_args(
     else:
         kwargs = {}
     kwargs.update(model_kwargs or {})
-    kwargs.update({k: v for k, v in flags.items() if v is not None})
+    kwargs.update({k: v for k, v in settings.items() if v is not None})
     if kwargs.get('num_classes') is None:
         if num_classes is None:
-            raise ValueError('The data set does not say how many classes it has; pass --num-classes.')
+            raise setting_error(ValueError, 'The data set does not say how many classes it has; set {num_classes}.')
         kwargs['num_classes'] = num_classes
     prefix, arch = parse_model_name(name)
     if not prefix and not is_model(split_model_name_tag(arch)[0]):
-        raise ValueError(f"Unknown model '{name}'. DRNet models: {', '.join(sorted(['drnet', *DRNET_BACKBONES]))} "
-                         f"(wrap any timm backbone with --model drnet --model-kwargs backbone=NAME).")
+        models = ', '.join(sorted(['drnet', *DRNET_BACKBONES]))
+        raise setting_error(ValueError, f"Unknown model '{name}'. DRNet models: {models} (wrap any timm backbone "
+                                        f"with {{model}} drnet {{model_kwargs}} backbone=NAME).")
     if kwargs.get('resolutions') is not None:
         kwargs['resolutions'] = list(check_resolutions(kwargs['resolutions']))
     return name, kwargs
@@ -115,35 +142,29 @@ def build_drnet(
     except TypeError as e:
         raise ValueError(f"Model '{name}' does not take the settings {kwargs}: {e}") from e
     if not isinstance(model, DRNet):
-        raise ValueError(f"'{name}' is a plain timm model, not a DRNet; wrap it with --model drnet "
-                         f"--model-kwargs backbone={name}.")
+        raise setting_error(ValueError, f"'{name}' is a plain timm model, not a DRNet; wrap it with {{model}} drnet "
+                                        f"{{model_kwargs}} backbone={name}.")
     return model
 
 
-def check_single_image_maps(model: DRNet, input_size: Sequence[int]) -> None:
-    """ Training may route a single image to any resolution; batch norm then needs more than one value per
-    channel, so the backbone's final feature map must be larger than 1x1 at every candidate (checked with one
-    blank image per candidate, in eval mode). Raises ValueError naming the candidate otherwise."""
-    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.backbone.modules()):
-        return
-    param = next(model.parameters())
-    with eval_mode(model), torch.no_grad():
-        for j, size in enumerate(model.candidate_sizes(*input_size[1:])):
-            model.set_resolution(j)
-            fmap = model.backbone.forward_features(torch.zeros(1, input_size[0], *size).to(param))
-            if fmap.ndim == 4 and fmap.shape[-2:].numel() == 1:
-                raise ValueError(
-                    f'At input size {input_size[-1]} px, resolution {model.resolutions[j]:g} ({size[0]}x{size[1]} px) '
-                    f'leaves the backbone a 1x1 final feature map: batch norm fails whenever training routes a '
-                    f'single image there. Use a larger --input-size, larger --resolutions, or a backbone with a '
-                    f'smaller output stride (e.g. --model-kwargs output_stride=16).')
+def run_data_config(settings: Dict[str, Any], model: DRNet, saved_cfg: Optional[Dict[str, Any]] = None,
+                    verbose: bool = False) -> Dict[str, Any]:
+    """ timm's ``resolve_data_config`` for a run: the caller's ``settings`` (input_size, crop_pct, interpolation,
+    mean, std, ...) win, then the data config saved with the checkpoint the model was trained with (``saved_cfg``,
+    a ``drnet_config``), then the model's pretrained cfg at its training size (never timm's test size: the
+    resolution branches were trained at the training size and its candidates)."""
+    cfg = dict(getattr(model, 'pretrained_cfg', None) or {})
+    if saved_cfg:
+        cfg.update(saved_cfg.get('data_config') or dict(input_size=saved_cfg['input_size']))
+    return resolve_data_config(settings, pretrained_cfg=cfg, use_test_size=False, verbose=verbose)
 
 
 def check_input_size(model: DRNet, input_size: Sequence[int]) -> None:
     """Every candidate must keep at least ``MIN_INPUT_SIZE`` pixels a side at this input size."""
     smallest = min(model.candidate_sizes(*input_size[1:])[-1])
     if smallest < MIN_INPUT_SIZE:
-        raise ValueError(
+        raise setting_error(
+            ValueError,
             f'Resolutions {" ".join(f"{r:g}" for r in model.resolutions)} at input size {input_size[-1]} px give '
             f'a smallest candidate of {smallest} px, below the {MIN_INPUT_SIZE} px minimum; use larger '
-            f'--resolutions or a larger --input-size.')
+            f'{{resolutions}} or a larger {{input_size}}.')

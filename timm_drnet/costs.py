@@ -10,13 +10,14 @@ import functools
 import statistics
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable, Dict, Iterator, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ['CostTable', 'count_macs', 'eval_mode', 'measure_cost_table', 'measure_latency_ms', 'unit_label']
+__all__ = ['CostTable', 'CostTables', 'count_cost_table', 'count_macs', 'eval_mode', 'measure_cost_table',
+           'measure_latency_ms', 'unit_label']
 
 
 def unit_label(unit: str) -> str:
@@ -69,6 +70,49 @@ def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
             m.training = flag
 
 
+class CostTables:
+    """ The cost tables a DRNet routes, trains and reports with, one per input size (C, H, W).
+
+    Counted GMACs by default, each table counted on first use and kept; or measured tables installed with
+    ``install`` (latency in ms), whose unit then is the unit of every cost.
+    """
+
+    def __init__(self):
+        self._tables: Dict[Tuple[int, int, int], CostTable] = {}
+
+    @property
+    def unit(self) -> str:
+        """'gmacs', or the unit of the installed measured tables."""
+        return next(iter(self._tables.values())).unit if self._tables else 'gmacs'
+
+    def measured(self) -> List[CostTable]:
+        """The installed measured tables (none while costs are counted GMACs)."""
+        return [t for t in self._tables.values() if t.unit != 'gmacs']
+
+    def get(self, input_size: Tuple[int, int, int], count: Callable[[Tuple[int, int, int]], CostTable]) -> CostTable:
+        """The table for ``input_size``; counted by ``count(input_size)`` the first time while costs are GMACs."""
+        table = self._tables.get(input_size)
+        if table is None:
+            if self.unit != 'gmacs':
+                raise KeyError(f'No {self.unit} cost table for input size {input_size}; '
+                               f'measure one and install it with set_cost_table()')
+            table = self._tables[input_size] = count(input_size)
+        return table
+
+    def install(self, table: CostTable, num_resolutions: int) -> None:
+        """Use ``table`` for its input size; a table of another unit replaces every table held."""
+        if len(table.backbone) != num_resolutions:
+            raise ValueError(f'Cost table has {len(table.backbone)} entries, model has {num_resolutions} '
+                             f'resolutions')
+        if table.unit != self.unit:
+            self._tables.clear()
+        self._tables[tuple(table.input_size)] = table
+
+    def reset(self) -> None:
+        """Drop every table: costs are counted GMACs again."""
+        self._tables.clear()
+
+
 def _probe(module: nn.Module, input_size: Sequence[int]) -> torch.Tensor:
     param = next(module.parameters(), None)
     device = param.device if param is not None else torch.device('cpu')
@@ -82,6 +126,20 @@ def count_macs(module: nn.Module, input_size: Sequence[int]) -> int:
     with eval_mode(module), torch.no_grad(), FlopCounterMode(display=False) as counter:
         module(x)
     return counter.get_total_flops() // 2
+
+
+def count_cost_table(model: nn.Module, input_size: Sequence[int]) -> CostTable:
+    """ GMACs of a DRNet's backbone at each candidate and of its predictor, for one image of ``input_size``.
+
+    Counted with ``torch.utils.flop_counter`` on real forward passes, each candidate through its own branch.
+    """
+    input_size = tuple(int(s) for s in input_size)
+    backbone = []
+    for j, size in enumerate(model.candidate_sizes(*input_size[1:])):
+        model.set_resolution(j)
+        backbone.append(count_macs(model.backbone, (input_size[0], *size)) / 1e9)
+    predictor = count_macs(model.predictor, (input_size[0], model.predictor_size, model.predictor_size)) / 1e9
+    return CostTable(input_size, tuple(backbone), predictor, 'gmacs')
 
 
 def measure_latency_ms(

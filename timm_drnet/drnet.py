@@ -3,85 +3,84 @@
 DRNet (Zhu et al., NeurIPS 2021): a tiny predictor looks at each image and picks one of m candidate
 resolutions; one timm backbone, whose every batch norm has m resolution-private branches, classifies
 the image at that resolution. The batch is split by chosen resolution so each image is computed at its
-resolution only, and the logits go back in the original order, multiplied by the straight-through
+resolution only, and the outputs go back in the original order, multiplied by the straight-through
 hard selection weight (exactly 1 in the forward pass) so the predictor learns through the classifier.
 
-That gradient only sees the chosen resolution's logits, and it rewards less confident branches (see
-``predictor_grad``); ``predictor_grad='all'`` also adds the other resolutions' logits, detached and weighted
-by their zero hard weights, so the predictor's gradient compares every resolution (paper eq. 4-5).
+That gradient only sees the chosen resolution's logits (``predictor_grad='routed'``, the default):
+d loss / d hard_j = sum_k (p_k - y_k) z_k for the chosen j alone, which favours branches whose logits are not
+yet confident, so with the FLOPs cap alone routing can drift to the smallest resolution. With
+``predictor_grad='all'`` each training image also runs, without gradient and with the backbone in eval mode, at
+every other resolution, and those logits enter as hard_j x z_j (hard_j = 0: outputs, BN statistics and backbone
+gradients are unchanged), so the predictor's gradient compares every resolution (paper eq. 4-5), at one extra
+forward per image and other resolution in training.
+
+Every forward goes through one dispatch (``_routed``): a confidence cascade when one is set (eval), the full
+resolution for every image while the predictor has never been trained (eval), else the predictor. Spatial
+outputs (unpooled features, intermediates) of images routed to a smaller resolution are resampled onto the
+full-resolution grid, so a batch of mixed resolutions stacks; logits are always the backbone's own.
 """
-from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
+import warnings
+from functools import partial
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
-import torch.fx.experimental._config
 import torch.nn.functional as F
 from timm.models import create_model, is_model, split_model_name_tag
 
-from .budget import BudgetCalibration, calibrate_budget
-from .cascade import Cascade, CascadeCalibration, calibrate_cascade, check_cascade, top_probability
-from .costs import CostTable, count_macs, eval_mode
-from .layers import convert_resolution_bn, create_predictor, resolution_norms, PREDICTORS
+from .compile import compile_methods, run_compiled
+from .costs import CostTable, CostTables, count_cost_table, eval_mode
+from .layers import (
+    PREDICTORS, checkpoint_with_batch_stats, convert_resolution_bn, create_predictor, guard_single_value_norms,
+    resolution_norms, unused_branch_anchor,
+)
+from .routing import (
+    PREDICTOR_GRADS, FullGrid, Run, candidate_sizes, cascade_route, check_cascade, check_images, check_resolutions,
+    gumbel_straight_through, hard_weighted, other_resolution_outputs, resize, split_run, tree_map,
+)
 
-__all__ = ['DRNet', 'DRNetOutput', 'check_resolutions', 'gumbel_straight_through', 'MIN_INPUT_SIZE', 'PREDICTOR_GRADS']
-
-# Smallest side, in pixels, a candidate resolution may have; below it most timm backbones collapse
-# their feature maps to nothing before the last stage.
-MIN_INPUT_SIZE = 16
-
-# How the predictor's straight-through gradient is formed in training, see DRNet's ``predictor_grad``.
-PREDICTOR_GRADS = ('routed', 'all')
+__all__ = ['DRNet', 'DRNetOutput', 'complete_state_dict']
 
 
 class DRNetOutput(NamedTuple):
     """Logits plus the routing record of one forward."""
     logits: torch.Tensor  # (B, num_classes), in the input order
     resolution_index: torch.Tensor  # (B,) chosen candidate per image (0 = largest)
-    probs: torch.Tensor  # (B, m) predictor softmax (resolution bias included); one-hot under a cascade
+    probs: torch.Tensor  # (B, m) predictor softmax (resolution bias included); one-hot when the predictor did not run
     hard: torch.Tensor  # (B, m) one-hot selection with straight-through gradient
-    cost: torch.Tensor  # (B,) cost of each image in ``cost_unit`` (GMACs by default): predictor included, or
-    # under a cascade the sum of the levels the image ran
+    cost: torch.Tensor  # (B,) cost of each image in ``cost_unit``: predictor included, or under a cascade the sum
+    # of the levels the image ran
 
 
-def check_resolutions(resolutions: Sequence[float]) -> Tuple[float, ...]:
-    """Validate candidate scale factors: non-empty, each in (0, 1], strictly decreasing (largest first)."""
-    try:
-        res = tuple(float(r) for r in resolutions)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f'resolutions must be a sequence of numbers, got {resolutions!r}') from e
-    if not res:
-        raise ValueError('resolutions must name at least one candidate scale, e.g. (1.0, 0.75, 0.5)')
-    bad = [r for r in res if not 0. < r <= 1.]
-    if bad:
-        raise ValueError(f'resolutions must lie in (0, 1] (fractions of the input size), got {bad} in {res}')
-    if len(set(res)) != len(res):
-        raise ValueError(f'resolutions must not repeat a candidate, got {res}')
-    if list(res) != sorted(res, reverse=True):
-        raise ValueError(f'resolutions must be sorted from largest to smallest, got {res}; '
-                         f'use {tuple(sorted(res, reverse=True))}')
-    return res
+_UNTRAINED = ('This DRNet\'s predictor was never trained: every image runs at full resolution (the backbone\'s own '
+              'accuracy and cost). Train it (train.py stage 2), route by confidence with set_cascade / '
+              'timm_drnet.set_cascade_budget, or call mark_predictor_trained() if its weights are trained.')
 
 
-def gumbel_straight_through(logits: torch.Tensor, tau: float = 1.0, noise: bool = True) -> torch.Tensor:
-    """ Hard one-hot selection with the Gumbel-softmax straight-through gradient.
-
-    Same estimator as ``F.gumbel_softmax(hard=True)``, but written as ``one_hot + (soft - soft.detach())``
-    so the forward value is exactly 0 / 1: routed logits then equal the backbone's bit for bit.
-    """
-    if noise:
-        gumbels = -torch.empty_like(logits).exponential_().log()
-        logits = logits + gumbels
-    soft = (logits / tau).softmax(dim=-1)
-    index = soft.argmax(dim=-1)
-    hard = F.one_hot(index, logits.shape[-1]).to(soft.dtype)
-    return hard + (soft - soft.detach())
+def complete_state_dict(state_dict: Dict[str, Any], prefix: str = '') -> Dict[str, Any]:
+    """ Add, in place, what a DRNet checkpoint of an earlier version lacks: ``predictor_trained`` (True: such
+    checkpoints routed by their predictor). Returns ``state_dict``."""
+    state_dict.setdefault(prefix + 'predictor_trained', torch.tensor(True))
+    return state_dict
 
 
-def _resize(x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
-    """Bilinear, antialiased resize (float32 maths: CPU antialias kernels lack half precision)."""
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x.float(), size=size, mode='bilinear', align_corners=False, antialias=True).to(x.dtype)
+def _check_settings(predictor: str, tau: float, predictor_grad: str) -> None:
+    if predictor not in PREDICTORS:
+        raise ValueError(f"Unknown predictor '{predictor}', choose one of {sorted(PREDICTORS)}.")
+    if tau <= 0:
+        raise ValueError(f'Gumbel temperature tau must be > 0, got {tau}')
+    if predictor_grad not in PREDICTOR_GRADS:
+        raise ValueError(f"Unknown predictor_grad '{predictor_grad}', choose one of {PREDICTOR_GRADS}.")
+
+
+def _create_backbone(name: str, pretrained: bool, overlay: Optional[Dict], num_classes: int, in_chans: int,
+                     **kwargs) -> nn.Module:
+    """The timm model ``name``, with a clear error for a name timm does not know."""
+    if not is_model(split_model_name_tag(name)[0]):
+        raise ValueError(f"Unknown backbone '{name}': timm has no such model "
+                         f"(see timm.list_models('{name.split('.')[0][:6]}*')).")
+    return create_model(name, pretrained=pretrained, pretrained_cfg_overlay=overlay, num_classes=num_classes,
+                        in_chans=in_chans, **kwargs)
 
 
 class DRNet(nn.Module):
@@ -97,14 +96,8 @@ class DRNet(nn.Module):
         in_chans: image channels.
         tau: Gumbel-softmax temperature in training.
         eval_gumbel: also sample Gumbel noise in eval mode (the official MindSpore eval); default argmax.
-        predictor_grad: the predictor's training gradient. 'routed' (default): each image runs at its chosen
-            resolution only, and the gradient reaching the predictor is d loss / d hard_j for that resolution
-            alone, sum_k (p_k - y_k) z_k: it favours branches whose logits are not yet confident, so with the
-            FLOPs cap alone routing can drift to the smallest resolution. 'all': in training with gradients
-            enabled each image also runs, without gradient and with the backbone in eval mode, at every other
-            resolution, and those logits enter as hard_j x z_j (hard_j = 0, so the outputs and the backbone's
-            gradients are unchanged); the predictor then prefers the resolution whose logits lower the loss, the
-            paper's stated behaviour. Costs one extra forward per image and other resolution in training.
+        predictor_grad: the predictor's training gradient: 'routed' (the chosen resolution's logits only) or 'all'
+            (every resolution's, see the module docstring).
         private_bn: give every BN one private branch per resolution (the paper's RA-BN); False shares
             the backbone's BNs across resolutions (the paper's Table 1 ablation).
         backbone_pretrained: load the backbone's timm weights (copied into every BN branch).
@@ -133,46 +126,40 @@ class DRNet(nn.Module):
     ):
         super().__init__()
         self.resolutions = check_resolutions(resolutions)
-        if predictor not in PREDICTORS:
-            raise ValueError(f"Unknown predictor '{predictor}', choose one of {sorted(PREDICTORS)}.")
-        if tau <= 0:
-            raise ValueError(f'Gumbel temperature tau must be > 0, got {tau}')
-        if predictor_grad not in PREDICTOR_GRADS:
-            raise ValueError(f"Unknown predictor_grad '{predictor_grad}', choose one of {PREDICTOR_GRADS}.")
+        _check_settings(predictor, tau, predictor_grad)
         self.backbone_name = backbone if isinstance(backbone, str) else \
             getattr(backbone, 'pretrained_cfg', {}).get('architecture', type(backbone).__name__)
         if isinstance(backbone, str):
-            if not is_model(split_model_name_tag(backbone)[0]):
-                raise ValueError(f"Unknown backbone '{backbone}': timm has no such model "
-                                 f"(see timm.list_models('{backbone.split('.')[0][:6]}*')).")
-            backbone = create_model(
-                backbone,
-                pretrained=backbone_pretrained,
-                pretrained_cfg_overlay=backbone_pretrained_cfg_overlay,
-                num_classes=num_classes,
-                in_chans=in_chans,
-                **backbone_kwargs,
-            )
+            backbone = _create_backbone(backbone, backbone_pretrained, backbone_pretrained_cfg_overlay, num_classes,
+                                        in_chans, **backbone_kwargs)
         self.predictor_name = predictor
-        self.predictor = create_predictor(predictor, len(self.resolutions), in_chans=in_chans, backbone=backbone)
+        predictor_net = create_predictor(predictor, len(self.resolutions), in_chans=in_chans, backbone=backbone)
+        self.predictor = guard_single_value_norms(predictor_net)
         self.predictor_size = int(predictor_size or self.predictor.default_input_size)
         self.private_bn = private_bn
-        self.backbone = convert_resolution_bn(backbone, len(self.resolutions)) if private_bn else backbone
+        self.backbone = guard_single_value_norms(
+            convert_resolution_bn(backbone, len(self.resolutions)) if private_bn else backbone)
         self.num_classes = self.backbone.num_classes
         self.in_chans = in_chans
         self.num_features = self.backbone.num_features
         self.head_hidden_size = getattr(self.backbone, 'head_hidden_size', self.num_features)
+        if hasattr(self.backbone, 'feature_info'):
+            self.feature_info = [dict(f, module=f'backbone.{f["module"]}') for f in self.backbone.feature_info]
 
         # per-resolution logit offsets, shifted by set_budget(); zero = the trained predictor as is
         self.register_buffer('resolution_bias', torch.zeros(len(self.resolutions)))
+        # False until a routed training step updates the predictor: until then eval routes every image at 1x
+        self.register_buffer('predictor_trained', torch.tensor(False))
         self.tau = float(tau)
         self.eval_gumbel = eval_gumbel
         self.predictor_grad = predictor_grad
-        self.cost_unit = 'gmacs'
-        self.cascade: Optional[Cascade] = None  # confidence-cascade routing in eval, see set_cascade()
+        self.cascade = None  # confidence-cascade routing in eval, see set_cascade()
+        self.grad_checkpointing = False
         self._norms = resolution_norms(self.backbone)
-        self._cost_tables: Dict[Tuple[int, int, int], CostTable] = {}
+        self._costs = CostTables()
         self._compiled: Dict[str, Callable] = {}  # filled by compile_for_inference()
+        self._grid = FullGrid()  # where spatial outputs of smaller candidates are resampled to
+        self._warned_untrained = False
         for table in cost_tables or ():
             self.set_cost_table(table if isinstance(table, CostTable) else CostTable.from_dict(table))
 
@@ -180,54 +167,27 @@ class DRNet(nn.Module):
     def num_resolutions(self) -> int:
         return len(self.resolutions)
 
-    def drnet_args(self) -> Dict[str, Any]:
-        """ The DRNet settings needed to rebuild this model (saved in config.json as model_args).
+    @property
+    def cost_unit(self) -> str:
+        """'gmacs' (counted), or the unit of the installed measured cost tables ('ms')."""
+        return self._costs.unit
 
-        Installed measured cost tables (unit other than GMACs) come along as ``cost_tables``.
-        """
-        args = dict(
-            backbone=self.backbone_name,
-            resolutions=list(self.resolutions),
-            predictor=self.predictor_name,
-            predictor_size=self.predictor_size,
-            tau=self.tau,
-            eval_gumbel=self.eval_gumbel,
-            predictor_grad=self.predictor_grad,
-            private_bn=self.private_bn,
-        )
-        if self.cost_unit != 'gmacs':
-            args['cost_tables'] = [table.to_dict() for table in self._cost_tables.values()]
+    def drnet_args(self) -> Dict[str, Any]:
+        """The DRNet settings needed to rebuild this model (config.json ``model_args``), measured cost tables included."""
+        args = dict(backbone=self.backbone_name, resolutions=list(self.resolutions), predictor=self.predictor_name,
+                    predictor_size=self.predictor_size, tau=self.tau, eval_gumbel=self.eval_gumbel,
+                    predictor_grad=self.predictor_grad, private_bn=self.private_bn)
+        if self._costs.measured():
+            args['cost_tables'] = [table.to_dict() for table in self._costs.measured()]
         return args
 
     def candidate_sizes(self, height: int, width: int) -> List[Tuple[int, int]]:
         """(H, W) of every candidate for an input of ``height`` x ``width``."""
-        return [(max(1, round(r * height)), max(1, round(r * width))) for r in self.resolutions]
+        return candidate_sizes(self.resolutions, height, width)
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise a clear error for inputs the model cannot take (type, rank, channels, dtype, NaN / Inf, size)."""
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f'DRNet expects a torch.Tensor batch, got {type(x).__name__}')
-        if x.ndim != 4:
-            raise ValueError(f'DRNet expects a batch of images shaped (B, C, H, W), got shape {tuple(x.shape)}')
-        if x.shape[1] != self.in_chans:
-            raise ValueError(f'DRNet was built for {self.in_chans} input channels, got {x.shape[1]} '
-                             f'(input shape {tuple(x.shape)})')
-        if not x.is_floating_point():
-            raise TypeError(f'DRNet expects a floating point image tensor, got {x.dtype}; convert to float and '
-                            f'normalise with the mean / std in model.pretrained_cfg')
-        # a finite sum implies every element is finite: one reduction (40x cheaper than isfinite over the
-        # batch); only a non-finite sum (NaN / Inf, or overflow) pays for the per-image check
-        if not torch.isfinite(x.sum()):
-            bad = (~torch.isfinite(x).flatten(1).all(1)).nonzero().flatten().tolist()
-            if bad:
-                raise ValueError(f'Input batch holds NaN or Inf values in image(s) {bad[:10]}'
-                                 f'{" ..." if len(bad) > 10 else ""}; a non-finite image would poison the shared '
-                                 f'BatchNorm statistics, drop or repair it first')
-        smallest = min(self.candidate_sizes(x.shape[2], x.shape[3])[-1])
-        if smallest < MIN_INPUT_SIZE:
-            raise ValueError(f'Input of {x.shape[2]}x{x.shape[3]} px is too small: the smallest candidate '
-                             f'resolution ({self.resolutions[-1]}x) would be {smallest} px, below the '
-                             f'{MIN_INPUT_SIZE} px minimum')
+        check_images(x, self.in_chans, self.candidate_sizes)
 
     def set_resolution(self, index: int) -> None:
         """Route every private norm of the backbone to branch ``index``."""
@@ -236,6 +196,10 @@ class DRNet(nn.Module):
         for norm in self._norms:
             # a plain attribute: skip nn.Module.__setattr__'s registry checks (60 us per call on Lite0's 49 norms)
             object.__setattr__(norm, 'active', index)
+
+    def mark_predictor_trained(self, trained: bool = True) -> None:
+        """Say whether the predictor's weights are trained (routed training sets it): eval routes by it only then."""
+        self.predictor_trained.fill_(trained)
 
     def predict_logits(self, x: torch.Tensor, bias: bool = True) -> torch.Tensor:
         """Predictor scores (B, m) for each candidate, plus the resolution bias (budget offsets) if ``bias``."""
@@ -252,272 +216,168 @@ class DRNet(nn.Module):
         return self._run('_backbone_at', x, index)
 
     def _predictor_scores(self, x: torch.Tensor) -> torch.Tensor:
-        return self.predictor(_resize(x, (self.predictor_size, self.predictor_size)))
+        return self.predictor(resize(x, (self.predictor_size, self.predictor_size)))
+
+    def _resized(self, x: torch.Tensor, index: int) -> torch.Tensor:
+        return resize(x, self.candidate_sizes(x.shape[2], x.shape[3])[index])
 
     def _backbone_at(self, x: torch.Tensor, index: int) -> torch.Tensor:
-        return self.backbone(_resize(x, self.candidate_sizes(x.shape[2], x.shape[3])[index]))
+        return self.backbone(self._resized(x, index))
+
+    def _features_at(self, x: torch.Tensor, index: int) -> torch.Tensor:
+        self.set_resolution(index)
+        return self.backbone.forward_features(self._resized(x, index))
+
+    def _intermediates_at(self, kwargs: Dict[str, Any], x: torch.Tensor, index: int) -> Tuple:
+        self.set_resolution(index)
+        return tuple(self.backbone.forward_intermediates(self._resized(x, index), intermediates_only=False, **kwargs))
 
     def _run(self, name: str, x: torch.Tensor, *args) -> torch.Tensor:
         """Call method ``name`` eagerly, or its compiled graph in eval mode after ``compile_for_inference``."""
         compiled = None if self.training or not x.shape[0] else self._compiled.get(name)
-        if compiled is None:
-            return getattr(self, name)(x, *args)
-        torch._dynamo.mark_dynamic(x, 0)
-        # size-oblivious batch symbol: a batch of 1 reuses the graph instead of specialising one for it
-        with torch.fx.experimental._config.patch(backed_size_oblivious=True):
-            return compiled(self, x, *args)
+        return getattr(self, name)(x, *args) if compiled is None else run_compiled(compiled, self, x, *args)
 
     def compile_for_inference(self, **compile_kwargs) -> None:
-        """ ``torch.compile`` the predictor and the backbone at each resolution, used in eval mode.
+        """ ``torch.compile`` the predictor and the backbone at each resolution, used in eval mode (see ``compile``);
+        ``compile_kwargs`` go to ``torch.compile``. Warm up with each resolution and the batch sizes you serve."""
+        self._compiled = compile_methods(type(self), ('_predictor_scores', '_backbone_at'), **compile_kwargs)
 
-        Routing (argmax, split by resolution, scatter) stays eager between the compiled regions. Each
-        region sees static spatial sizes and a size-oblivious dynamic batch dimension, so one graph per
-        resolution plus one for the predictor serve every group size after a warm-up call at each
-        resolution. Exception: on CPU, PyTorch picks the convolution backend by batch size, which adds a
-        graph per batch-size bucket (torch 2.14: 16+ images; with inductor also a single image), so warm
-        up with the batch sizes you serve. A new input size, dtype or memory format compiles new graphs;
-        training mode runs eagerly. ``compile_kwargs`` go to ``torch.compile`` (``backend``, ``mode``, ...).
-        """
-        self._compiled = {name: torch.compile(getattr(type(self), name), **compile_kwargs)
-                          for name in ('_predictor_scores', '_backbone_at')}
+    def _call(self, fn: Run, x: torch.Tensor, index: int) -> Any:
+        """``fn(x, index)``; in training with gradient checkpointing, recomputed in backward (fn sets its branch)."""
+        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint_with_batch_stats(partial(fn, index=index), x, self.backbone)
+        return fn(x, index)
 
-    def _pre_logits_at(self, x: torch.Tensor, index: int) -> torch.Tensor:
-        self.set_resolution(index)
-        x = _resize(x, self.candidate_sizes(x.shape[2], x.shape[3])[index])
-        return self.backbone.forward_head(self.backbone.forward_features(x), pre_logits=True)
-
-    def _split_run(
-            self,
-            x: torch.Tensor,
-            index: torch.Tensor,
-            counts: List[int],
-            fn: Callable[[torch.Tensor, int], torch.Tensor],
-    ) -> torch.Tensor:
-        """Run ``fn(images, j)`` once per chosen resolution j and return the outputs in input order."""
-        used = [j for j, c in enumerate(counts) if c]
-        if len(used) <= 1:
-            return fn(x, used[0] if used else 0)  # one resolution (or an empty batch): no gather / scatter
-        order = torch.argsort(index, stable=True)
-        groups = x.index_select(0, order).split(counts)
-        out = torch.cat([fn(groups[j], j) for j in used])
-        return out.index_select(0, torch.argsort(order))
-
-    def _touch_unused_branches(self, out: torch.Tensor, counts: List[int]) -> torch.Tensor:
-        """Add 0 x the parameters of branches no image chose, so every parameter gets a (zero) gradient.
-
-        Keeps DDP working without ``find_unused_parameters``.
-        """
-        unused = [j for j, c in enumerate(counts) if not c]
-        params = [p for norm in self._norms for j in unused for p in norm.branches[j].parameters()]
-        if not params:
-            return out
-        return out + 0. * sum(p.sum() for p in params)
-
-    def _route(self, x: torch.Tensor, fn: Callable[[torch.Tensor, int], torch.Tensor]) -> Tuple[torch.Tensor, ...]:
+    def _routed(self, x: torch.Tensor, fn: Run, kind: Any = 'forward', to_logits: Optional[Callable] = None,
+                channels_last: bool = False) -> Tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """ The one routed forward: (outputs of ``fn(images, j)`` in input order, resolution index, probs, hard
+        selection, per-image cost). ``to_logits`` turns ``fn``'s output into class logits for a cascade."""
         self.check_input(x)
+        table = self.cost_table(tuple(x.shape[1:]))
+
+        def probe() -> Any:  # the output at 1x, for the grid its maps lie on
+            with torch.no_grad(), eval_mode(self.backbone):
+                return fn(x[:1], 0)
+
+        def place(out: Any, j: int) -> Any:
+            return self._grid.place(out, j, (kind, *x.shape[2:]), probe, channels_last)
+
+        def run(images: torch.Tensor, j: int) -> Any:
+            return place(self._call(fn, images, j), j)
+        if self.cascade is not None and not self.training:
+            out, index, cost = cascade_route(x, self.cascade, partial(self._call, fn), table.backbone, to_logits, place)
+            hard = F.one_hot(index, self.num_resolutions).float()
+            return out, index, hard, hard, cost
+        if not self.training and not self.predictor_trained:
+            if not self._warned_untrained:
+                self._warned_untrained = True
+                warnings.warn(_UNTRAINED, stacklevel=3)
+            index = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+            hard = F.one_hot(index, self.num_resolutions).float()
+            return run(x, 0), index, hard, hard, torch.full(index.shape, table.backbone[0], device=x.device)
         pred_logits = self.predict_logits(x)
         hard = self.select(pred_logits)
         index = hard.detach().argmax(dim=-1)
         counts = torch.bincount(index, minlength=self.num_resolutions).tolist()
-        out = self._split_run(x, index, counts, fn)
-        out = out * hard.gather(1, index.unsqueeze(1)).to(out.dtype)
+        weight = hard.gather(1, index.unsqueeze(1))
+        out = tree_map(lambda o: o * weight.view(-1, *(1,) * (o.ndim - 1)).to(o.dtype), split_run(x, index, counts, run))
         if self.training and torch.is_grad_enabled():
-            if self.predictor_grad == 'all':
-                out = out + self._unchosen_outputs(x, index, hard, fn)
-            out = self._touch_unused_branches(out, counts)
-        return out, index, pred_logits, hard
-
-    def _unchosen_outputs(
-            self,
-            x: torch.Tensor,
-            index: torch.Tensor,
-            hard: torch.Tensor,
-            fn: Callable[[torch.Tensor, int], torch.Tensor],
-    ) -> torch.Tensor:
-        """ sum_j hard_j x fn(image, j) over the resolutions j each image did not choose (``predictor_grad='all'``).
-
-        Zero in value (those hard weights are 0) and detached from the backbone, whose BN statistics stay untouched
-        (eval mode), so only the predictor's gradient changes: d loss / d hard_j now sees every resolution.
-        """
-        outputs = {}  # resolution j -> outputs of every image, zero where j was chosen
-        with torch.no_grad(), eval_mode(self.backbone):
-            for j in range(self.num_resolutions):
-                others = (index != j).nonzero().squeeze(1)
-                if others.numel():
-                    z = fn(x.index_select(0, others), j)
-                    outputs[j] = z.new_zeros((x.shape[0], *z.shape[1:])).index_copy_(0, others, z)
-        return sum(hard[:, j].view(-1, *(1,) * (z.ndim - 1)).to(z.dtype) * z for j, z in outputs.items())
-
-    def _cascade_route(self, x: torch.Tensor, fn: Callable[[torch.Tensor, int], torch.Tensor],
-                       to_logits: Optional[nn.Module] = None) -> Tuple[torch.Tensor, ...]:
-        """ Outputs of ``fn(images, j)``, the level that answered and the cost of each image under ``self.cascade``.
-
-        Each level runs only the images still going; ``to_logits`` turns ``fn``'s output into class logits for
-        the stopping test (None: ``fn`` returns logits).
-        """
-        self.check_input(x)
-        levels, threshold = self.cascade
-        table = self.cost_table(tuple(x.shape[1:]))
-        batch = x.shape[0]
-        index = torch.full((batch,), levels[-1], dtype=torch.long, device=x.device)
-        cost = torch.zeros(batch, dtype=torch.float32, device=x.device)
-        going = torch.arange(batch, device=x.device)
-        out = None
-        for k, j in enumerate(levels):
-            res = fn(x, j)
-            if out is None:
-                out = res.new_empty((batch, *res.shape[1:]))
-            cost[going] += table.backbone[j]
-            if k == len(levels) - 1:  # the last level answers for every image still going
-                out[going] = res
-                index[going] = j
-                break
-            stop = top_probability(res if to_logits is None else to_logits(res)) >= threshold
-            out[going[stop]] = res[stop]
-            index[going[stop]] = j
-            going, x = going[~stop], x[~stop]
-            if not going.numel():
-                break
-        return out, index, cost
-
-    def _cascading(self) -> bool:
-        return self.cascade is not None and not self.training
+            if not self.predictor_trained and any(p.requires_grad for p in self.predictor.parameters()):
+                self.mark_predictor_trained()
+            if self.predictor_grad == 'all':  # zero in value, detached: only the predictor's gradient changes
+                with torch.no_grad(), eval_mode(self.backbone):
+                    others = other_resolution_outputs(x, index, run, self.num_resolutions)
+                unchosen = hard_weighted(hard, others)
+                out = out if unchosen is None else tree_map(torch.add, out, unchosen)
+            anchor = unused_branch_anchor(self._norms, counts)
+            out = out if anchor is None else tree_map(lambda o: o + anchor.to(o.dtype), out)
+        return out, index, pred_logits.float().softmax(-1), hard, table.per_image(index)
 
     def forward_routed(self, x: torch.Tensor) -> DRNetOutput:
         """Logits plus the routing record: chosen resolution, probabilities, hard weights, per-image cost."""
-        if self._cascading():
-            logits, index, cost = self._cascade_route(x, self.forward_resolution)
-            hard = F.one_hot(index, self.num_resolutions).to(logits.dtype)
-            return DRNetOutput(logits, index, hard.float(), hard, cost)
-        logits, index, pred_logits, hard = self._route(x, self.forward_resolution)
-        table = self.cost_table(tuple(x.shape[1:]))
-        return DRNetOutput(logits, index, pred_logits.float().softmax(-1), hard, table.per_image(index))
-
-    def forward_features(self, x: torch.Tensor, resolution_index: Optional[int] = None) -> torch.Tensor:
-        """ Pooled pre-logit features (B, head_hidden_size), each image at its routed resolution.
-
-        Feature maps of different resolutions differ in size, so DRNet's features are the backbone's
-        pooled pre-logits; ``forward_head`` then applies the classifier only.
-        """
-        if resolution_index is not None:
-            self.check_input(x)
-            return self._pre_logits_at(x, resolution_index)
-        if self._cascading():
-            return self._cascade_route(x, self._pre_logits_at, self.get_classifier())[0]
-        return self._route(x, self._pre_logits_at)[0]
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return x if pre_logits else self.backbone.get_classifier()(x)
+        return DRNetOutput(*self._routed(x, self.forward_resolution))
 
     def forward(self, x: torch.Tensor, resolution_index: Optional[int] = None) -> torch.Tensor:
-        """Logits; routed per image (by the predictor, or by ``cascade`` when set), or the whole batch at candidate
-        ``resolution_index`` when given."""
+        """Logits, each image at its routed resolution; or the whole batch at candidate ``resolution_index``."""
         if resolution_index is not None:
             self.check_input(x)
-            return self.forward_resolution(x, resolution_index)
-        if self._cascading():
-            return self._cascade_route(x, self.forward_resolution)[0]
-        return self._route(x, self.forward_resolution)[0]
+            return self._call(self.forward_resolution, x, resolution_index)
+        return self._routed(x, self.forward_resolution)[0]
+
+    def forward_features(self, x: torch.Tensor, resolution_index: Optional[int] = None) -> torch.Tensor:
+        """ The backbone's unpooled features, each image at its routed resolution and put on the grid of the full
+        resolution (or the whole batch at candidate ``resolution_index``, at its own size)."""
+        if resolution_index is not None:
+            self.check_input(x)
+            return self._call(self._features_at, x, resolution_index)
+        channels_last = getattr(self.backbone, 'output_fmt', 'NCHW') == 'NHWC'
+        return self._routed(x, self._features_at, 'features', self.forward_head, channels_last)[0]
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.backbone.forward_head(x, pre_logits=pre_logits)
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: Optional[Union[int, List[int]]] = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = 'NCHW',
+            intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """ timm's ``forward_intermediates``: the backbone's feature maps, each image at its routed resolution and
+        put on the grid of the full resolution, and (unless ``intermediates_only``) its final features."""
+        kwargs = dict(indices=tuple(indices) if isinstance(indices, (list, tuple)) else indices, norm=norm,
+                      stop_early=stop_early and intermediates_only, output_fmt=output_fmt)
+        fn = partial(self._intermediates_at, kwargs)
+        final, intermediates = self._routed(x, fn, ('intermediates', *kwargs.values()),
+                                            lambda out: self.forward_head(out[0]), output_fmt == 'NHWC')[0]
+        return list(intermediates) if intermediates_only else (final, list(intermediates))
+
+    def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> List[int]:
+        """Prune the backbone to the layers ``forward_intermediates(indices)`` needs (timm's features_only)."""
+        self._grid.clear()
+        return self.backbone.prune_intermediate_layers(indices, prune_norm=prune_norm, prune_head=prune_head)
 
     @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
         return self.backbone.get_classifier()
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        self.backbone.reset_classifier(num_classes, global_pool)
+        self.backbone.reset_classifier(*(num_classes,) if global_pool is None else (num_classes, global_pool))
         self.num_classes = num_classes
+        self._grid.clear()
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.backbone.set_grad_checkpointing(enable)
+        """Recompute each resolution's backbone pass during backward, with its own branch (saves activations)."""
+        self.grad_checkpointing = enable
 
     def cost_table(self, input_size: Optional[Sequence[int]] = None) -> CostTable:
-        """ Per-resolution backbone cost and predictor cost for inputs of ``input_size`` (C, H, W).
-
-        GMACs counted with ``torch.utils.flop_counter`` and cached per input size, unless a table was
-        installed with ``set_cost_table`` (e.g. measured latency). Defaults to the pretrained_cfg size.
-        """
-        input_size = tuple(input_size or self.default_input_size())
-        table = self._cost_tables.get(input_size)
-        if table is None:
-            if self.cost_unit != 'gmacs':
-                raise KeyError(f'No {self.cost_unit} cost table for input size {input_size}; '
-                               f'measure one and install it with set_cost_table()')
-            backbone = []
-            for j, size in enumerate(self.candidate_sizes(*input_size[1:])):
-                self.set_resolution(j)
-                backbone.append(count_macs(self.backbone, (input_size[0], *size)) / 1e9)
-            predictor = count_macs(self.predictor, (input_size[0], self.predictor_size, self.predictor_size)) / 1e9
-            table = CostTable(input_size, tuple(backbone), predictor, 'gmacs')
-            self._cost_tables[input_size] = table
-        return table
+        """Costs of each candidate and of the predictor for inputs of ``input_size`` (C, H, W; default the cfg's):
+        GMACs counted with ``torch.utils.flop_counter``, unless a table was installed with ``set_cost_table``."""
+        return self._costs.get(tuple(input_size or self.default_input_size()), partial(count_cost_table, self))
 
     def set_cost_table(self, table: CostTable) -> None:
         """Use ``table`` (e.g. measured latency in ms) as the costs; replaces tables of another unit."""
-        if len(table.backbone) != self.num_resolutions:
-            raise ValueError(f'Cost table has {len(table.backbone)} entries, model has {self.num_resolutions} '
-                             f'resolutions')
-        if table.unit != self.cost_unit:
-            self._cost_tables.clear()
-            self.cost_unit = table.unit
-        self._cost_tables[tuple(table.input_size)] = table
+        self._costs.install(table, self.num_resolutions)
 
     def reset_costs(self) -> None:
         """Drop installed cost tables: costs are counted GMACs again."""
-        self._cost_tables.clear()
-        self.cost_unit = 'gmacs'
-
-    def set_budget(
-            self,
-            target: float,
-            images: Union[torch.Tensor, Iterable],
-            batch_size: int = 64,
-            tolerance: float = 0.03,
-            labeled: bool = False,
-    ) -> BudgetCalibration:
-        """ Meet a mean cost per image at inference, without retraining.
-
-        Calibrates ``resolution_bias`` on a few unlabeled ``images`` (a tensor (N, C, H, W), or an iterable
-        of batches or (images, targets) pairs such as a DataLoader) so the mean cost per image on them,
-        predictor included, in the model's cost unit (GMACs, or ms after ``set_cost_table``), is ``target``
-        within ``tolerance``. The offsets are a Lagrangian cost penalty, so images keep the predictor's
-        order of difficulty (see ``timm_drnet.budget``). The bias is a buffer, saved with the state dict;
-        ``resolution_bias.zero_()`` restores the trained routing. Raises ValueError for a target outside
-        the reachable range.
-
-        ``labeled=True`` takes (images, targets) batches and also chooses per-resolution offsets that classify
-        the most calibration images correctly within the budget (``solve_budget_top1``), which runs the
-        backbone at every resolution on them; use it when the predictor leaves a resolution unused.
-        """
-        return calibrate_budget(self, target, images, batch_size=batch_size, tolerance=tolerance, labeled=labeled)
+        self._costs.reset()
 
     def set_cascade(self, threshold: Optional[float], levels: Optional[Sequence[int]] = None) -> None:
         """ Route by confidence cascade in eval mode instead of by the predictor; ``None`` switches it off.
 
         Each image runs at ``levels`` (candidate indices, default every candidate, smallest first) in turn and
-        stops at the first whose top softmax probability is >= ``threshold``; the last level answers for the
-        rest. Its cost is the sum of the levels it ran; the predictor does not run. Training ignores the
-        cascade. See ``timm_drnet.cascade``.
-        """
+        stops at the first whose top softmax probability is >= ``threshold``, the last level answering for the
+        rest; it costs the levels it ran. ``timm_drnet.set_cascade_budget`` calibrates the threshold."""
         self.cascade = None if threshold is None else check_cascade(threshold, levels, self.num_resolutions)
-
-    def set_cascade_budget(
-            self,
-            target: float,
-            images: Union[torch.Tensor, Iterable],
-            levels: Optional[Sequence[int]] = None,
-            batch_size: int = 64,
-            tolerance: float = 0.03,
-    ) -> CascadeCalibration:
-        """ Meet a mean cost per image at inference with a confidence cascade, without a trained predictor.
-
-        Runs every level on a few unlabeled ``images`` (as for ``set_budget``) and installs, with
-        ``set_cascade``, the threshold whose mean cost on them is ``target`` within ``tolerance``. Raises
-        ValueError for a target outside [cost of the first level, cost of all levels].
-        """
-        return calibrate_cascade(self, target, images, levels=levels, batch_size=batch_size, tolerance=tolerance)
 
     def default_input_size(self) -> Tuple[int, int, int]:
         cfg = getattr(self, 'pretrained_cfg', None) or {}
-        size = cfg.get('input_size', (3, 224, 224))
-        return (self.in_chans, *size[1:])
+        return (self.in_chans, *cfg.get('input_size', (3, 224, 224))[1:])
+
+    def _load_from_state_dict(self, state_dict: Dict[str, Any], prefix: str, *args, **kwargs) -> None:
+        super()._load_from_state_dict(complete_state_dict(state_dict, prefix), prefix, *args, **kwargs)

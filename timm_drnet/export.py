@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .cascade import Cascade, check_cascade
 from .layers import TapResize, fold_batch_norms, select_resolution_bn
+from .routing import Cascade, check_cascade
 
 if TYPE_CHECKING:
     from .drnet import DRNet
@@ -114,6 +114,7 @@ def export_onnx(
         backbones=[f'backbone_{j}.onnx' for j in range(len(sizes))],
         cost_table=cost_table,
         cascade=model.cascade._asdict() if model.cascade is not None else None,
+        predictor_trained=bool(model.predictor_trained),  # False: every image at candidate 0, as the model routes
         mean=list(pretrained_cfg['mean']) if 'mean' in pretrained_cfg else None,  # input normalisation
         std=list(pretrained_cfg['std']) if 'std' in pretrained_cfg else None,
     )
@@ -136,7 +137,7 @@ class OnnxDRNet:
         providers: onnxruntime execution providers, default ``['CPUExecutionProvider']``.
 
     Routes by the predictor graph, or by the confidence cascade the export carries (``cascade``; change it with
-    ``set_cascade``).
+    ``set_cascade``); a model exported with an untrained predictor sends every image to the full resolution.
     """
 
     def __init__(self, directory: Union[str, Path], providers: Optional[Sequence[str]] = None):
@@ -157,6 +158,7 @@ class OnnxDRNet:
         self.predictor = onnxruntime.InferenceSession(str(directory / self.config['predictor']), providers=providers)
         self.backbones = [onnxruntime.InferenceSession(str(directory / name), providers=providers)
                           for name in self.config['backbones']]
+        self.predictor_trained = bool(self.config.get('predictor_trained', True))
         saved = self.config.get('cascade')
         self.cascade: Optional[Cascade] = None
         self.set_cascade(*((saved['threshold'], saved['levels']) if saved else (None,)))
@@ -186,6 +188,9 @@ class OnnxDRNet:
                                    np.zeros((0, self.num_resolutions), np.float32))
         if self.cascade is not None:
             return self._cascade(x)
+        if not self.predictor_trained:  # an untrained predictor does not route: the full resolution, as DRNet does
+            return OnnxDRNetOutput(self.backbones[0].run(None, {'images': x})[0], np.zeros(x.shape[0], np.int64),
+                                   np.eye(self.num_resolutions, dtype=np.float32)[np.zeros(x.shape[0], np.int64)])
         scores = self.predictor.run(None, {'images': x})[0]
         index = scores.argmax(1)
         logits = np.empty((x.shape[0], self.num_classes), dtype=np.float32)

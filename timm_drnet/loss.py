@@ -19,7 +19,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-__all__ = ['FlopsLoss', 'DRNetLoss', 'DRNetLossParts']
+__all__ = ['FlopsLoss', 'DRNetLoss', 'DRNetLossParts', 'MultiResolutionLoss', 'MultiResolutionLossParts']
 
 
 class FlopsLoss(nn.Module):
@@ -70,3 +70,21 @@ class DRNetLoss(nn.Module):
         ce = self.base_loss(logits, target)
         flops = self.flops_loss(hard, costs)
         return DRNetLossParts(ce + flops, ce, flops)
+
+
+class MultiResolutionLossParts(NamedTuple):
+    total: torch.Tensor
+    ce: torch.Tensor  # (m,) the classification loss at each candidate resolution
+
+
+class MultiResolutionLoss(nn.Module):
+    """ Stage 1 (the paper): the sum over candidate resolutions of the classification loss at each. """
+
+    def __init__(self, base_loss: Optional[nn.Module] = None):
+        super().__init__()
+        self.base_loss = base_loss if base_loss is not None else nn.CrossEntropyLoss()
+
+    def forward(self, logits: Sequence[torch.Tensor], target: torch.Tensor) -> MultiResolutionLossParts:
+        """``logits``: one (B, num_classes) tensor per candidate, largest first."""
+        ce = torch.stack([self.base_loss(z, target) for z in logits])
+        return MultiResolutionLossParts(ce.sum(), ce)

@@ -3,10 +3,16 @@
 ``@register_model`` entry points so that, after ``import timm_drnet``, ``timm.create_model('drnet_resnet50',
 pretrained=True)`` works like any timm model, plus ``drnet`` / ``create_drnet`` to wrap any timm backbone.
 
-``pretrained=True`` loads the DRNet's own weights when its pretrained_cfg names a source (``hf-hub:`` and
-``local-dir:`` names, a ``file`` overlay holding a DRNet state dict); otherwise, as the paper starts from a
-pretrained classifier, it loads the backbone's timm ImageNet weights into every BN branch and leaves the
-predictor random. A ``file`` overlay holding a plain backbone checkpoint is loaded into the backbone.
+Every registered model has a pretrained tag that names what its weights are. ``.backbone_<tag>`` (the default
+today, e.g. ``drnet_resnet50.backbone_a1_in1k``): the backbone's timm ImageNet weights (``resnet50.a1_in1k``)
+copied into every BN branch, as the paper starts from a pretrained classifier, and an untrained predictor, so
+the model routes every image at full resolution until its predictor is trained or a cascade is set. DRNet-trained
+weights get tags of their own (``.<data>_drnet``, with an ``hf_hub_id``) when they are published; ``hf-hub:`` and
+``local-dir:`` names and a ``file`` overlay holding a DRNet state dict load a DRNet's own weights today. A
+``file`` overlay holding a plain backbone checkpoint is loaded into the backbone.
+
+``features_only=True`` gives timm's ``FeatureGetterNet`` over ``DRNet.forward_intermediates``: each image's
+feature maps at its routed resolution, on the full-resolution grid.
 """
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Union
@@ -19,6 +25,7 @@ from timm.models import (
     get_pretrained_cfg,
     register_model,
     resolve_pretrained_cfg,
+    split_model_name_tag,
 )
 
 from .drnet import DRNet
@@ -41,7 +48,10 @@ DRNET_BACKBONES: Dict[str, Dict[str, Any]] = {
 
 _SOURCE_KEYS = ('url', 'file', 'state_dict', 'hf_hub_id')
 _DATA_KEYS = ('input_size', 'test_input_size', 'min_input_size', 'interpolation', 'crop_pct', 'test_crop_pct',
-              'crop_mode', 'mean', 'std', 'num_classes', 'license')
+              'crop_mode', 'mean', 'std', 'num_classes', 'license', 'pool_size', 'test_pool_size')
+# the tag prefix of cfgs whose weights are the backbone's timm weights (every branch) with an untrained predictor
+BACKBONE_TAG = 'backbone_'
+
 
 
 def _as_tuple(names: Optional[Union[str, Sequence[str]]]) -> tuple:
@@ -75,15 +85,33 @@ def _drnet_cfg(backbone: Union[str, nn.Module], predictor: str, **kwargs) -> Dic
     return {
         **{k: cfg[k] for k in _DATA_KEYS if cfg.get(k) is not None},
         **_structure_cfg(backbone, predictor),
-        'pool_size': None,
         'paper_ids': 'arXiv:2106.02898',
         **kwargs,
     }
 
 
+def _backbone_weights_cfg(backbone: str, predictor: str) -> Dict[str, Any]:
+    """The cfg of a registered model whose weights are its backbone's timm weights, with an untrained predictor."""
+    cfg = _backbone_cfg(backbone)
+    return _drnet_cfg(
+        backbone, predictor, hf_hub_id=cfg.get('hf_hub_id'), url=cfg.get('url'),
+        description=f'timm {backbone} ImageNet weights in every resolution branch; predictor untrained: every '
+                    f'image runs at full resolution until the predictor is trained or a cascade is set')
+
+
 default_cfgs = generate_default_cfgs({
-    name: _drnet_cfg(args['backbone'], args['predictor']) for name, args in DRNET_BACKBONES.items()
+    f'{name}.{BACKBONE_TAG}{split_model_name_tag(args["backbone"])[1]}':
+        _backbone_weights_cfg(args['backbone'], args['predictor'])
+    for name, args in DRNET_BACKBONES.items()
 })
+
+
+def _loads_backbone_weights(cfg: Dict[str, Any], backbone: Union[str, nn.Module]) -> bool:
+    """True for a backbone-weights cfg: its only weight source is the backbone's own (no DRNet weights)."""
+    if not str(cfg.get('tag') or '').startswith(BACKBONE_TAG) or cfg.get('file') or cfg.get('state_dict'):
+        return False
+    own = _backbone_cfg(backbone)
+    return all(cfg.get(k) == own.get(k) for k in ('hf_hub_id', 'url'))
 
 
 def _is_backbone_checkpoint(path: str) -> bool:
@@ -109,12 +137,13 @@ def _create_drnet(variant: str, pretrained: bool = False, **kwargs) -> DRNet:
     if pretrained and cfg.get('file') and _is_backbone_checkpoint(cfg['file']):
         # a plain checkpoint of the backbone: load it into the backbone, then copy into every BN branch
         kwargs['backbone_pretrained_cfg_overlay'] = dict(file=cfg.pop('file'))
-    has_own_weights = any(cfg.get(k) for k in _SOURCE_KEYS)
+    has_own_weights = any(cfg.get(k) for k in _SOURCE_KEYS) and not _loads_backbone_weights(cfg, backbone)
     return build_model_with_cfg(
         DRNet,
         variant,
         pretrained=pretrained and has_own_weights,
         pretrained_cfg=cfg,
+        feature_cfg=dict(feature_cls='getter'),
         backbone_pretrained=pretrained and not has_own_weights,
         **kwargs,
     )

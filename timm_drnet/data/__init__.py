@@ -5,3 +5,4 @@ from .bad_images import (
 from .dataset_factory import SYNTHETIC_NAME, apply_synthetic_defaults, create_dataset, dataset_classes, is_synthetic
 from .subset import LoaderSubset
 from .synthetic import SYNTHETIC_CLASSES, SYNTHETIC_DATA_CONFIG, SyntheticTextures, render_image
+from .calibration import calibration_split

@@ -28,6 +28,8 @@ from PIL import Image
 from timm.data import ImageDataset, create_loader as timm_create_loader
 from timm.data.loader import PrefetchLoader, fast_collate
 
+from ..errors import literal, setting_error
+
 __all__ = ['BadImage', 'BadImageError', 'read_image', 'CheckedImageDataset', 'SplitBadImages', 'BadImageMonitor',
            'create_loader', 'skipped_files']
 
@@ -44,7 +46,7 @@ class BadImage(NamedTuple):
 
 
 class BadImageError(ValueError):
-    """A data set file that is not a readable image (with ``--strict-data``), or no readable image at all."""
+    """A data set file that is not a readable image (with ``strict_data``), or no readable image at all."""
 
 
 def read_image(file: Any, mode: str = 'RGB') -> Image.Image:
@@ -170,8 +172,9 @@ class BadImageMonitor:
         for batch, bad in self.loader:
             for b in bad:
                 if ds.strict:
-                    raise BadImageError(f'Unreadable image file {b.path}{split}: {b.reason}. Remove or replace '
-                                        f'it, or drop --strict-data to skip bad files with a warning.')
+                    raise setting_error(BadImageError, f'Unreadable image file {literal(b.path)}{literal(split)}: '
+                                                       f'{literal(b.reason)}. Remove or replace it, or drop '
+                                                       f'{{strict_data}} to skip bad files with a warning.')
                 if b.path not in ds.reported:
                     ds.reported.add(b.path)
                     _logger.warning(f'Skipping unreadable image file {b.path}{split}: {b.reason}')

@@ -12,6 +12,7 @@ from typing import Any, List, Optional
 import torch.utils.data
 from timm.data import ImageDataset, create_dataset as timm_create_dataset
 
+from ..errors import literal, setting_error
 from .bad_images import CheckedImageDataset
 from .synthetic import SYNTHETIC_DATA_CONFIG, SyntheticTextures
 
@@ -50,21 +51,23 @@ def create_dataset(
         return SyntheticTextures(synthetic_split, num_samples=num_samples, img_size=img_size)
 
     if root and not os.path.exists(root):
-        raise FileNotFoundError(f"Data folder '{root}' does not exist; point --data-dir at an existing folder "
-                                f"(an ImageFolder layout: <data-dir>/{split}/<class>/<image>), or omit "
-                                f"--data-dir to use the built-in synthetic data set.")
+        raise setting_error(FileNotFoundError,
+                            f"Data folder '{literal(root)}' does not exist; point {{root}} at an existing folder (an "
+                            f"ImageFolder layout: <root>/{literal(split)}/<class>/<image>), or leave {{root}} out to "
+                            f"use the built-in synthetic data set.")
     try:
         dataset = timm_create_dataset(name, root=root, split=split, is_training=is_training, **kwargs)
     except RuntimeError as e:
         if 'Found 0 images' not in str(e):
             raise
-        raise ValueError(f"No images found in '{root}' for split '{split}': expected an ImageFolder layout "
-                         f"<data-dir>/{split}/<class>/<image>.jpg (or <data-dir>/<class>/<image>.jpg). Point "
-                         f"--data-dir at a folder with images, or omit it for the built-in synthetic data "
-                         f"set.") from e
+        raise setting_error(ValueError,
+                            f"No images found in '{literal(root)}' for split '{literal(split)}': expected an "
+                            f"ImageFolder layout <root>/{literal(split)}/<class>/<image>.jpg (or "
+                            f"<root>/<class>/<image>.jpg). Point {{root}} at a folder with images, or leave it out "
+                            f"for the built-in synthetic data set.") from e
     if len(dataset) == 0:
-        raise ValueError(f"Data set '{name or root}' split '{split}' has no images; check --data-dir and "
-                         f"the split name.")
+        raise setting_error(ValueError, f"Data set '{literal(name or root)}' split '{literal(split)}' has no "
+                                        f"images; check {{root}} and the split name.")
     if isinstance(dataset, ImageDataset) and not dataset.load_bytes and dataset.additional_features is None:
         dataset = CheckedImageDataset(dataset, split=split, replace_bad=is_training, strict=strict_data)
     return dataset

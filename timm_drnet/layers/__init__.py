@@ -1,4 +1,5 @@
 from .fold_bn import fold_batch_norms
+from .norm_stats import checkpoint_with_batch_stats, guard_single_value_norms, running_stats_frozen
 from .predictor import (
     BackbonePredictor, InvertedResidual, MobilePredictor, PREDICTORS, ResNetPredictor, create_predictor,
 )
@@ -9,5 +10,6 @@ from .resolution_norm import (
     resolution_norms,
     select_resolution_bn,
     set_active_resolution,
+    unused_branch_anchor,
 )
 from .resize import TapResize, resize_taps

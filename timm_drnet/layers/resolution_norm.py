@@ -9,7 +9,7 @@ or ``timm.layers.convert_sync_batchnorm`` would replace the whole wrapper with a
 instead of converting each private branch.
 """
 import copy
-from typing import List
+from typing import List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -18,7 +18,7 @@ from timm.layers import FrozenBatchNormAct2d
 
 __all__ = [
     'ResolutionBatchNorm', 'convert_resolution_bn', 'select_resolution_bn', 'set_active_resolution',
-    'resolution_norms', 'is_batch_norm',
+    'resolution_norms', 'is_batch_norm', 'unused_branch_anchor',
 ]
 
 # nn.BatchNorm*d, SyncBatchNorm, timm BatchNormAct2d / SyncBatchNormAct all derive from _BatchNorm
@@ -97,3 +97,13 @@ def set_active_resolution(module: nn.Module, index: int) -> None:
         if not 0 <= index < norm.num_resolutions:
             raise IndexError(f'resolution index {index} out of range for {norm.num_resolutions} branches')
         norm.active = index
+
+
+def unused_branch_anchor(norms: Sequence[ResolutionBatchNorm], counts: Sequence[int]) -> Optional[torch.Tensor]:
+    """ 0 x the sum of the parameters of every branch j with ``counts[j] == 0`` (None if every branch ran).
+
+    Added to a routed output, it gives the branches no image chose a (zero) gradient, so DDP runs without
+    ``find_unused_parameters``.
+    """
+    params = [p for norm in norms for j, c in enumerate(counts) if not c for p in norm.branches[j].parameters()]
+    return 0. * sum(p.sum() for p in params) if params else None

@@ -1,0 +1,77 @@
+""" Batch-norm statistics under routed training
+
+Two situations in which a training-mode batch norm would compute the wrong thing, or nothing:
+
+* Routed training can send a single image to a resolution. A batch norm whose input then holds one value per
+  channel (the 1x1 last map of one image, or the pooled head of MobileNetV4) has no batch statistics and torch
+  raises. ``guard_single_value_norms`` makes such a call normalise with the running statistics, as in eval,
+  without updating them; the affine weights still get their gradient.
+* Gradient checkpointing runs a forward again during backward. ``running_stats_frozen`` lets that recompute
+  use the batch statistics it must reproduce without folding the same batch into the running statistics twice.
+"""
+import contextlib
+from typing import Any, Callable, Iterator, List
+
+import torch
+import torch.utils.checkpoint
+from torch import nn
+
+__all__ = ['checkpoint_with_batch_stats', 'guard_single_value_norms', 'running_stats_frozen']
+
+
+def _batch_norms(module: nn.Module) -> List[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def _single_value_pre_hook(norm: nn.Module, args) -> None:
+    x = args[0]
+    if norm.training and x.shape[1] and x.numel() == x.shape[1]:  # one value per channel: no batch statistics
+        norm.training = False
+        norm._drnet_single_value = True
+
+
+def _single_value_post_hook(norm: nn.Module, args, output) -> None:
+    if norm.__dict__.pop('_drnet_single_value', False):
+        norm.training = True
+
+
+def guard_single_value_norms(module: nn.Module) -> nn.Module:
+    """ Let every batch norm under ``module`` take an input with one value per channel in training mode.
+
+    Such a call uses the running statistics (not updated by it); any other call is unchanged. Returns ``module``.
+    """
+    for norm in _batch_norms(module):
+        norm.register_forward_pre_hook(_single_value_pre_hook)
+        norm.register_forward_hook(_single_value_post_hook)
+    return module
+
+
+@contextlib.contextmanager
+def running_stats_frozen(module: nn.Module) -> Iterator[None]:
+    """ Training-mode batch norms under ``module`` normalise with batch statistics but leave the running
+    statistics (and ``num_batches_tracked``) untouched for the duration."""
+    norms = [m for m in _batch_norms(module) if m.track_running_stats]
+    for m in norms:
+        m.track_running_stats = False
+    try:
+        yield
+    finally:
+        for m in norms:
+            m.track_running_stats = True
+
+
+def checkpoint_with_batch_stats(fn: Callable[[torch.Tensor], Any], x: torch.Tensor, module: nn.Module) -> Any:
+    """ ``fn(x)`` under non-reentrant gradient checkpointing, its recompute in backward normalising with the same
+    batch statistics without updating ``module``'s running statistics a second time.
+
+    ``fn`` must set every state its result depends on itself (DRNet: the active branch), since the recompute runs
+    after other calls may have changed it.
+    """
+    calls = []
+
+    def segment(images: torch.Tensor) -> Any:
+        recompute = bool(calls)
+        calls.append(True)
+        with running_stats_frozen(module) if recompute else contextlib.nullcontext():
+            return fn(images)
+    return torch.utils.checkpoint.checkpoint(segment, x, use_reentrant=False)
