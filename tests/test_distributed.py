@@ -102,3 +102,13 @@ def test_torchrun_train_py_two_ranks(tmp_path):
     assert proc.stdout.count('DRNet (predictor included)') == 1
     for stage in ('multires', 'drnet'):
         assert (tmp_path / 'ddp' / stage / 'model.safetensors').is_file()
+
+
+def test_sync_bn_on_cpus_is_a_clear_error(tmp_path):
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', str(REPO / 'train.py'),
+           '--synthetic-samples', '64', '32', '-b', '16', '--stage', 'multires', '--epochs', '1', '--workers', '0',
+           '--sync-bn', '--output', str(tmp_path), '--experiment', 'sync']
+    proc = subprocess.run(cmd, cwd=REPO, env=script_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith('ERROR') and 'sync-bn' in line]
+    assert len(errors) == 2 and all('--sync-bn needs CUDA devices' in e for e in errors), proc.stderr[-3000:]

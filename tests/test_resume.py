@@ -169,3 +169,29 @@ def test_failed_checkpoint_write_stops_training_and_keeps_the_previous_one(tmp_p
     model = build_drnet(DEFAULT_MODEL, dict(DEFAULT_MODEL_KWARGS, num_classes=8))
     load_checkpoint_weights(model, ckpt, stage_dir / 'last.pth.tar')
     assert not list(stage_dir.glob('.*.tmp')), 'no temporary file left behind'
+
+
+@pytest.mark.slow
+def test_resume_with_other_settings_names_them(tmp_path):
+    """A resumed run continues with the checkpoint's settings; one given with another value stops it, naming it."""
+    args = ['--stage', 'drnet', '--synthetic-samples', '64', '32', '-b', '32', '--workers', '0', '--flops-target',
+            '0.012', '--gumbel-tau', '2']
+    first = run_script('train.py', [*args, '--epochs', '1', '--output', tmp_path, '--experiment', 'run'])
+    assert first.returncode == 0, first.stderr[-3000:]
+    last = tmp_path / 'run' / 'drnet' / 'last.pth.tar'
+    changed = run_script('train.py', ['--resume', last, '--epochs', '2', '--flops-target', '0.015', '--gumbel-tau', '1',
+                                      '--lr', '0.1'])
+    assert changed.returncode == 2 and 'Traceback' not in changed.stderr
+    [error] = [line for line in changed.stderr.splitlines() if line.startswith('ERROR')]
+    assert '--flops-target: 0.012 in the checkpoint, 0.015 now' in error
+    assert '--gumbel-tau: 2.0 in the checkpoint, 1.0 now' in error and '--lr:' not in error
+    assert '--resume-override' in error
+    kept = run_script('train.py', ['--resume', last, '--epochs', '2'])  # nothing given: the checkpoint's settings
+    assert kept.returncode == 0, kept.stderr[-3000:]
+    saved = load_training_checkpoint(last)
+    assert saved['epoch'] == 1 and saved['args']['flops_target'] == 0.012 and saved['args']['gumbel_tau'] == 2.0
+    assert 'alpha 0.012 GMACs' in kept.stderr
+    override = run_script('train.py', ['--resume', last, '--epochs', '3', '--flops-target', '0.015',
+                                       '--resume-override'])
+    assert override.returncode == 0, override.stderr[-3000:]
+    assert 'alpha 0.015 GMACs' in override.stderr

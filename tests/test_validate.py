@@ -1,4 +1,5 @@
 """ validate.py and the routing evaluation behind it, against independent computations. """
+import dataclasses
 import json
 
 import pytest
@@ -116,3 +117,26 @@ def test_default_validate_reports_drnet_only(checkpoint):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert 'DRNet (predictor included)' in proc.stdout and 'DRNet top-1 per chosen resolution' in proc.stdout
     assert 'static' not in proc.stdout and 'random' not in proc.stdout and 'oracle' not in proc.stdout
+
+
+def test_a_cascade_is_compared_with_random_routing_at_its_own_cost():
+    """A cascade pays for every level it ran: its random baseline is the static curve at the cascade's cost, not a
+    shuffle of its final shares (which would cost less)."""
+    preds = Predictions(
+        target=torch.zeros(4, dtype=torch.long),
+        routed_index=torch.tensor([2, 2, 0, 1]),
+        routed_top1=torch.tensor([True, True, True, False]),
+        routed_topk=torch.ones(4, dtype=torch.bool),
+        routed_cost=torch.tensor([1.0, 1.0, 7.0, 3.0], dtype=torch.float64),  # levels summed: mean 3.0
+        static_top1=torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0], [1, 0, 0, 0]], dtype=torch.bool),
+        static_topk=torch.ones(3, 4, dtype=torch.bool),
+    )
+    table = CostTable((3, 64, 64), (4.0, 2.0, 1.0), 0.0)
+    s = summarize(preds, table, (1.0, 0.75, 0.5), [(64, 64), (48, 48), (32, 32)], routing='cascade')
+    assert s['random']['kind'] == 'static_curve' and s['random']['cost'] == pytest.approx(3.0)
+    # 3.0 GMACs lies halfway between the 0.75x (2.0, 75 %) and 1x (4.0, 100 %) candidates
+    assert s['random']['top1_mean'] == pytest.approx(87.5)
+    assert s['random']['shares'] == pytest.approx([0.5, 0.5, 0.0])
+    dearer = dataclasses.replace(preds, routed_cost=torch.full((4,), 6.0, dtype=torch.float64))
+    over = summarize(dearer, table, (1.0, 0.75, 0.5), [(64, 64), (48, 48), (32, 32)], routing='cascade')
+    assert 'random' not in over  # dearer than every static model: no random routing costs as much

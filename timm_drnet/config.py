@@ -8,19 +8,21 @@ name, the ``create_model`` keyword arguments, the settings that must match for i
 std), and any measured cost table, which is not part of the state dict.
 """
 import logging
+from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from timm.data import resolve_data_config
 from timm.models import create_model, is_model, parse_model_name, split_model_name_tag
 
+from .checkpoint import load_checkpoint_weights, load_training_checkpoint
 from .costs import CostTable, measure_cost_table
 from .drnet import DRNet
-from .errors import setting_error
+from .errors import literal, setting_error
 from .models import DRNET_BACKBONES
 from .routing import MIN_INPUT_SIZE, check_resolutions
 
 __all__ = ['DEFAULT_MODEL', 'DEFAULT_MODEL_KWARGS', 'DATA_CONFIG_KEYS', 'drnet_config', 'saved_cost_tables',
-           'install_costs', 'resolve_model_args', 'build_drnet', 'run_data_config', 'check_input_size']
+           'install_costs', 'resolve_model_args', 'build_drnet', 'load_drnet', 'run_data_config', 'check_input_size']
 
 _logger = logging.getLogger(__name__)
 
@@ -147,6 +149,22 @@ def build_drnet(
     return model
 
 
+def load_drnet(path: str, use_ema: bool = False) -> DRNet:
+    """ The DRNet a ``train.py`` checkpoint (a file with its DRNet config) or an exported folder (``local-dir``)
+    holds, in eval mode."""
+    if Path(path).is_dir():
+        return create_model(f'local-dir:{path}', pretrained=True).eval()
+    ckpt = load_training_checkpoint(path)
+    cfg = ckpt.get('drnet')
+    if not cfg:
+        raise setting_error(ValueError, f'{literal(path)} holds no DRNet config (not a train.py checkpoint): '
+                                        f'name a train.py checkpoint or an exported model folder.')
+    name, kwargs = resolve_model_args(None, None, {}, cfg)
+    model = build_drnet(name, kwargs)
+    load_checkpoint_weights(model, ckpt, path, use_ema=use_ema)
+    return model.eval()
+
+
 def run_data_config(settings: Dict[str, Any], model: DRNet, saved_cfg: Optional[Dict[str, Any]] = None,
                     verbose: bool = False) -> Dict[str, Any]:
     """ timm's ``resolve_data_config`` for a run: the caller's ``settings`` (input_size, crop_pct, interpolation,
@@ -155,7 +173,8 @@ def run_data_config(settings: Dict[str, Any], model: DRNet, saved_cfg: Optional[
     resolution branches were trained at the training size and its candidates)."""
     cfg = dict(getattr(model, 'pretrained_cfg', None) or {})
     if saved_cfg:
-        cfg.update(saved_cfg.get('data_config') or dict(input_size=saved_cfg['input_size']))
+        saved = saved_cfg.get('data_config') or dict(input_size=saved_cfg['input_size'])
+        cfg.update({k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
     return resolve_data_config(settings, pretrained_cfg=cfg, use_test_size=False, verbose=verbose)
 
 

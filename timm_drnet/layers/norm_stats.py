@@ -48,16 +48,22 @@ def guard_single_value_norms(module: nn.Module) -> nn.Module:
 
 @contextlib.contextmanager
 def running_stats_frozen(module: nn.Module) -> Iterator[None]:
-    """ Training-mode batch norms under ``module`` normalise with batch statistics but leave the running
-    statistics (and ``num_batches_tracked``) untouched for the duration."""
-    norms = [m for m in _batch_norms(module) if m.track_running_stats]
+    """ Training-mode batch norms under ``module`` normalise with batch statistics as always, but leave the running
+    statistics and ``num_batches_tracked`` as they were for the duration.
+
+    The update is made a no-op (momentum 0) rather than switched off, so that each norm runs the same kernel and
+    saves the same tensors for backward as in the first forward (gradient checkpointing compares them).
+    """
+    norms = [m for m in _batch_norms(module) if m.track_running_stats and m.num_batches_tracked is not None]
+    saved = [(m.momentum, m.num_batches_tracked.clone()) for m in norms]
     for m in norms:
-        m.track_running_stats = False
+        m.momentum = 0.
     try:
         yield
     finally:
-        for m in norms:
-            m.track_running_stats = True
+        for m, (momentum, tracked) in zip(norms, saved):
+            m.momentum = momentum
+            m.num_batches_tracked.copy_(tracked)
 
 
 def checkpoint_with_batch_stats(fn: Callable[[torch.Tensor], Any], x: torch.Tensor, module: nn.Module) -> Any:
