@@ -5,13 +5,14 @@ batches, the Gumbel-softmax straight-through selection, the resize to a candidat
 group per chosen resolution and scattering the outputs back, and the confidence-cascade step. ``DRNet`` composes
 them; budgets, cascades, export and the benchmarks reuse them. This module imports no other part of the package.
 """
+import math
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 
 __all__ = [
-    'MIN_INPUT_SIZE', 'PREDICTOR_GRADS', 'Cascade', 'candidate_sizes', 'check_images', 'check_resolutions',
+    'MIN_INPUT_SIZE', 'PREDICTOR_GRADS', 'Cascade', 'candidate_sizes', 'snap', 'check_images', 'check_resolutions',
     'check_cascade', 'check_levels', 'cascade_route', 'gumbel_straight_through', 'resize', 'resample_to',
     'split_run', 'top_probability', 'tree_leaves', 'tree_map', 'FullGrid', 'other_resolution_outputs',
     'hard_weighted',
@@ -60,9 +61,15 @@ def check_resolutions(resolutions: Sequence[float]) -> Tuple[float, ...]:
     return res
 
 
-def candidate_sizes(resolutions: Sequence[float], height: int, width: int) -> List[Tuple[int, int]]:
-    """(H, W) of every candidate scale for an input of ``height`` x ``width``."""
-    return [(max(1, round(r * height)), max(1, round(r * width))) for r in resolutions]
+def snap(size: float, multiple: int = 1) -> int:
+    """The multiple of ``multiple`` nearest ``size`` (ties to the smaller), at least ``multiple``."""
+    return max(multiple, multiple * math.ceil(size / multiple - 0.5)) if multiple > 1 else max(1, round(size))
+
+
+def candidate_sizes(resolutions: Sequence[float], height: int, width: int, multiple: int = 1) -> List[Tuple[int, int]]:
+    """(H, W) of every candidate scale for an input of ``height`` x ``width``, each side snapped to a multiple of
+    ``multiple`` (a backbone's patch size or stride, see ``backbone.fit_size_multiple``)."""
+    return [(snap(r * height, multiple), snap(r * width, multiple)) for r in resolutions]
 
 
 def check_images(x: torch.Tensor, in_chans: int, sizes: Callable[[int, int], List[Tuple[int, int]]]) -> None:

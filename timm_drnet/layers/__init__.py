@@ -7,6 +7,7 @@ from .resolution_norm import (
     ResolutionBatchNorm,
     convert_resolution_bn,
     is_batch_norm,
+    is_layer_norm,
     resolution_norms,
     select_resolution_bn,
     set_active_resolution,

@@ -18,7 +18,7 @@ from timm.layers import FrozenBatchNormAct2d
 
 __all__ = [
     'ResolutionBatchNorm', 'convert_resolution_bn', 'select_resolution_bn', 'set_active_resolution',
-    'resolution_norms', 'is_batch_norm', 'unused_branch_anchor',
+    'resolution_norms', 'is_batch_norm', 'is_layer_norm', 'unused_branch_anchor',
 ]
 
 # nn.BatchNorm*d, SyncBatchNorm, timm BatchNormAct2d / SyncBatchNormAct all derive from _BatchNorm
@@ -31,7 +31,7 @@ def is_batch_norm(module: nn.Module) -> bool:
 
 
 class ResolutionBatchNorm(nn.Module):
-    """ ``num_resolutions`` private copies of one batch norm; ``active`` picks the copy in use.
+    """ ``num_resolutions`` private copies of one batch norm (or layer / group norm); ``active`` picks the copy in use.
 
     Each branch is a deep copy of the original layer, so it keeps the original's kind, statistics,
     affine parameters, eps / momentum and, for ``BatchNormAct2d``, the fused activation and drop.
@@ -55,18 +55,25 @@ class ResolutionBatchNorm(nn.Module):
         return f'active={self.active}'
 
 
-def convert_resolution_bn(module: nn.Module, num_resolutions: int) -> nn.Module:
+def is_layer_norm(module: nn.Module) -> bool:
+    """True for layer and group norms with an affine to make private (timm's LayerNorm2d, GroupNorm1 included)."""
+    return isinstance(module, (nn.LayerNorm, nn.GroupNorm)) and any(True for _ in module.parameters(recurse=False))
+
+
+def convert_resolution_bn(module: nn.Module, num_resolutions: int, layer_norms: bool = False) -> nn.Module:
     """ Replace every batch norm under ``module`` (``module`` itself included) by a ResolutionBatchNorm.
 
-    Shortcut / downsample norms are found like any other. Models without batch norm (LayerNorm,
-    GroupNorm) come back unchanged. Returns the converted module (a new one if ``module`` was a norm).
+    Shortcut / downsample norms are found like any other. With ``layer_norms`` (beyond the paper) every layer and
+    group norm gets private copies too: their statistics are per token / per image anyway, so only the affine
+    weights differ between resolutions. Without it, models without batch norm come back unchanged. Returns the
+    converted module (a new one if ``module`` was a norm).
     """
     if isinstance(module, ResolutionBatchNorm):
         raise ValueError('Module already holds resolution-private norms; convert a model only once.')
-    if is_batch_norm(module):
+    if is_batch_norm(module) or (layer_norms and is_layer_norm(module)):
         return ResolutionBatchNorm(module, num_resolutions)
     for name, child in module.named_children():
-        converted = convert_resolution_bn(child, num_resolutions)
+        converted = convert_resolution_bn(child, num_resolutions, layer_norms)
         if converted is not child:
             module.add_module(name, converted)
     return module
