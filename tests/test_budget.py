@@ -160,7 +160,8 @@ def test_labeled_set_budget_against_the_routed_model(model, varied_images):
         target = lo + frac * (hi - lo)
         top1 = []
         for labeled in (False, True):
-            result = timm_drnet.set_budget(model, target, [(x[:40], y[:40]), (x[40:], y[40:])], batch_size=16, labeled=labeled)
+            result = timm_drnet.set_budget(model, target, [(x[:40], y[:40]), (x[40:], y[40:])], batch_size=16,
+                                           labeled=labeled)
             with torch.no_grad():
                 out = model.forward_routed(x)
             assert abs(out.cost.mean().item() - target) <= 0.03 * target

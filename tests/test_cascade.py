@@ -164,7 +164,8 @@ def test_budget_from_batches_with_targets(model, varied_images):
     backbone = model.cost_table((3, SIZE, SIZE)).backbone
     target = backbone[2] + 0.5 * backbone[1]
     whole = timm_drnet.set_cascade_budget(model, target, x)
-    batched = timm_drnet.set_cascade_budget(model, target, [(b, torch.zeros(len(b), dtype=torch.long)) for b in x.split(20)])
+    batched = timm_drnet.set_cascade_budget(model, target,
+                                            [(b, torch.zeros(len(b), dtype=torch.long)) for b in x.split(20)])
     assert whole.threshold == pytest.approx(batched.threshold) and whole.cost == pytest.approx(batched.cost)
 
 

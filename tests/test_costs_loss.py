@@ -16,7 +16,7 @@ def test_resnet50_gmacs_match_paper_figures():
 
 
 def _hand_macs(model: torch.nn.Module, input_size) -> int:
-    """Multiply-accumulates of every convolution and linear layer from their shapes (out pixels x kernel x in / groups)."""
+    """Multiply-accumulates of every convolution and linear layer from their shapes (outputs x kernel x in / groups)."""
     total = []
 
     def conv(m, args, out):

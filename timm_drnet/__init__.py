@@ -33,7 +33,7 @@ from .layers import (
     select_resolution_bn,
     set_active_resolution,
 )
-from .loss import DRNetLoss, DRNetLossParts, FlopsLoss
+from .loss import DISTILL_MODES, DRNetLoss, DRNetLossParts, FlopsLoss, MultiResolutionLoss, distill_kl
 from .models import DRNET_BACKBONES, create_drnet
 from .precision import Precision, create_precision
 from .pretrained import cache_efficientnet_lite0, cache_timm_weights, remap_efficientnet_pytorch

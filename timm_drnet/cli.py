@@ -41,8 +41,8 @@ def add_data_args(parser: argparse.ArgumentParser, synthetic_samples: Sequence[i
                        metavar='N' if nargs == 1 else ('TRAIN', 'VAL'),
                        help=f'images in the synthetic set (default: {" ".join(map(str, synthetic_samples))})')
     group.add_argument('--strict-data', action='store_true', default=False,
-                       help='stop at the first unreadable image file, naming it (default: skip bad files with a warning '
-                            'each: replaced by the next readable file in training, left out in evaluation)')
+                       help='stop at the first unreadable image file, naming it (default: skip bad files with a '
+                            'warning each: replaced by the next readable file in training, left out in evaluation)')
     return group
 
 

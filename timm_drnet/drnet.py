@@ -26,8 +26,8 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tu
 import torch
 from torch import nn
 import torch.nn.functional as F
-from timm.models import create_model, is_model, split_model_name_tag
 
+from .backbone import create_backbone, fit_size_multiple
 from .compile import compile_methods, run_compiled
 from .costs import CostTable, CostTables, count_cost_table, eval_mode
 from .layers import (
@@ -73,16 +73,6 @@ def _check_settings(predictor: str, tau: float, predictor_grad: str) -> None:
         raise ValueError(f"Unknown predictor_grad '{predictor_grad}', choose one of {PREDICTOR_GRADS}.")
 
 
-def _create_backbone(name: str, pretrained: bool, overlay: Optional[Dict], num_classes: int, in_chans: int,
-                     **kwargs) -> nn.Module:
-    """The timm model ``name``, with a clear error for a name timm does not know."""
-    if not is_model(split_model_name_tag(name)[0]):
-        raise ValueError(f"Unknown backbone '{name}': timm has no such model "
-                         f"(see timm.list_models('{name.split('.')[0][:6]}*')).")
-    return create_model(name, pretrained=pretrained, pretrained_cfg_overlay=overlay, num_classes=num_classes,
-                        in_chans=in_chans, **kwargs)
-
-
 class DRNet(nn.Module):
     """ Dynamic-resolution wrapper around any timm classifier.
 
@@ -100,6 +90,7 @@ class DRNet(nn.Module):
             (every resolution's, see the module docstring).
         private_bn: give every BN one private branch per resolution (the paper's RA-BN); False shares
             the backbone's BNs across resolutions (the paper's Table 1 ablation).
+        private_ln: with ``private_bn``, also private layer / group norms (their affine weights; beyond the paper).
         backbone_pretrained: load the backbone's timm weights (copied into every BN branch).
         backbone_pretrained_cfg_overlay: timm ``pretrained_cfg_overlay`` for the backbone (e.g. a weights file).
         cost_tables: measured cost tables to install (``CostTable`` or its ``to_dict()``), e.g. the latency table
@@ -119,6 +110,7 @@ class DRNet(nn.Module):
             eval_gumbel: bool = False,
             predictor_grad: str = 'routed',
             private_bn: bool = True,
+            private_ln: bool = False,
             backbone_pretrained: bool = False,
             backbone_pretrained_cfg_overlay: Optional[Dict] = None,
             cost_tables: Optional[Sequence[Union[CostTable, Dict]]] = None,
@@ -130,15 +122,17 @@ class DRNet(nn.Module):
         self.backbone_name = backbone if isinstance(backbone, str) else \
             getattr(backbone, 'pretrained_cfg', {}).get('architecture', type(backbone).__name__)
         if isinstance(backbone, str):
-            backbone = _create_backbone(backbone, backbone_pretrained, backbone_pretrained_cfg_overlay, num_classes,
-                                        in_chans, **backbone_kwargs)
+            backbone = create_backbone(backbone, backbone_pretrained, backbone_pretrained_cfg_overlay,
+                                       num_classes=num_classes, in_chans=in_chans, **backbone_kwargs)
+        # candidate sizes are snapped to a multiple the backbone takes (patch size, stride): checked here, once
+        self.size_multiple = fit_size_multiple(backbone, self.backbone_name, self.resolutions)
         self.predictor_name = predictor
         predictor_net = create_predictor(predictor, len(self.resolutions), in_chans=in_chans, backbone=backbone)
         self.predictor = guard_single_value_norms(predictor_net)
         self.predictor_size = int(predictor_size or self.predictor.default_input_size)
-        self.private_bn = private_bn
+        self.private_bn, self.private_ln = private_bn, private_ln
         self.backbone = guard_single_value_norms(
-            convert_resolution_bn(backbone, len(self.resolutions)) if private_bn else backbone)
+            convert_resolution_bn(backbone, len(self.resolutions), private_ln) if private_bn else backbone)
         self.num_classes = self.backbone.num_classes
         self.in_chans = in_chans
         self.num_features = self.backbone.num_features
@@ -173,17 +167,17 @@ class DRNet(nn.Module):
         return self._costs.unit
 
     def drnet_args(self) -> Dict[str, Any]:
-        """The DRNet settings needed to rebuild this model (config.json ``model_args``), measured cost tables included."""
+        """The settings needed to rebuild this model (config.json ``model_args``), measured cost tables included."""
         args = dict(backbone=self.backbone_name, resolutions=list(self.resolutions), predictor=self.predictor_name,
                     predictor_size=self.predictor_size, tau=self.tau, eval_gumbel=self.eval_gumbel,
-                    predictor_grad=self.predictor_grad, private_bn=self.private_bn)
+                    predictor_grad=self.predictor_grad, private_bn=self.private_bn, private_ln=self.private_ln)
         if self._costs.measured():
             args['cost_tables'] = [table.to_dict() for table in self._costs.measured()]
         return args
 
     def candidate_sizes(self, height: int, width: int) -> List[Tuple[int, int]]:
         """(H, W) of every candidate for an input of ``height`` x ``width``."""
-        return candidate_sizes(self.resolutions, height, width)
+        return candidate_sizes(self.resolutions, height, width, self.size_multiple)
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise a clear error for inputs the model cannot take (type, rank, channels, dtype, NaN / Inf, size)."""
@@ -280,7 +274,8 @@ class DRNet(nn.Module):
         index = hard.detach().argmax(dim=-1)
         counts = torch.bincount(index, minlength=self.num_resolutions).tolist()
         weight = hard.gather(1, index.unsqueeze(1))
-        out = tree_map(lambda o: o * weight.view(-1, *(1,) * (o.ndim - 1)).to(o.dtype), split_run(x, index, counts, run))
+        out = tree_map(lambda o: o * weight.view(-1, *(1,) * (o.ndim - 1)).to(o.dtype),
+                       split_run(x, index, counts, run))
         if self.training and torch.is_grad_enabled():
             if not self.predictor_trained and any(p.requires_grad for p in self.predictor.parameters()):
                 self.mark_predictor_trained()
@@ -316,15 +311,10 @@ class DRNet(nn.Module):
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         return self.backbone.forward_head(x, pre_logits=pre_logits)
 
-    def forward_intermediates(
-            self,
-            x: torch.Tensor,
-            indices: Optional[Union[int, List[int]]] = None,
-            norm: bool = False,
-            stop_early: bool = False,
-            output_fmt: str = 'NCHW',
-            intermediates_only: bool = False,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+    def forward_intermediates(self, x: torch.Tensor, indices: Optional[Union[int, List[int]]] = None,
+                              norm: bool = False, stop_early: bool = False, output_fmt: str = 'NCHW',
+                              intermediates_only: bool = False,
+                              ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
         """ timm's ``forward_intermediates``: the backbone's feature maps, each image at its routed resolution and
         put on the grid of the full resolution, and (unless ``intermediates_only``) its final features."""
         kwargs = dict(indices=tuple(indices) if isinstance(indices, (list, tuple)) else indices, norm=norm,

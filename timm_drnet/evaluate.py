@@ -24,6 +24,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from .costs import CostTable, unit_label
+from .routing import top_probability
 
 __all__ = ['Example', 'Predictions', 'collect_predictions', 'summarize', 'random_routing', 'random_at_cost',
            'oracle_routing', 'format_table', 'metric_sums', 'stage_metrics', 'resolution_names', 'budget_record',
@@ -57,6 +58,8 @@ class Predictions:
     routed_cost: torch.Tensor  # (N,) cost of each image as routed (predictor, or a cascade's levels, included)
     static_top1: Optional[torch.Tensor] = None  # (m, N) bool: correct with the backbone at candidate j
     static_topk: Optional[torch.Tensor] = None
+    static_confidence: Optional[torch.Tensor] = None  # (m, N) top class probability at candidate j
+    scores: Optional[torch.Tensor] = None  # (N, m) raw predictor scores (no resolution bias), with ``scores=True``
     topk: int = 5
     examples: Dict[int, List[Example]] = field(default_factory=dict)  # per chosen candidate, most confident first
 
@@ -88,6 +91,7 @@ def collect_predictions(
         loader: Any,
         static: bool = True,
         routed: bool = True,
+        scores: bool = False,
         device: Optional[torch.device] = None,
         amp_autocast: Callable = suppress,
         keep_examples: int = 0,
@@ -95,7 +99,8 @@ def collect_predictions(
 ) -> Predictions:
     """ Run ``model`` (eval mode) over ``loader`` once: routed, and at every candidate alone if ``static``.
 
-    ``routed=False`` skips the routed forward (a stage-1 model: its routed fields are then empty).
+    ``routed=False`` skips the routed forward (a stage-1 model: its routed fields are then empty); ``scores`` also
+    keeps the predictor's raw scores, so that routing under any budget can be worked out from the records.
     ``keep_examples`` > 0 keeps that many images per chosen resolution, those routed there most surely.
     ``device`` moves each batch there (None: batches arrive on it, as from timm's prefetcher).
     ``log_fn(batch_idx, num_batches)`` is called after each batch (progress display).
@@ -103,7 +108,7 @@ def collect_predictions(
     model.eval()
     k = min(5, model.num_classes)
     cascade = getattr(model, 'cascade', None) is not None
-    targets, index, cost, top1, topk, s_top1, s_topk = [], [], [], [], [], [], []
+    targets, index, cost, top1, topk, s_top1, s_topk, s_conf, raw = [], [], [], [], [], [], [], [], []
     examples: Dict[int, List[Example]] = {}
     for batch_idx, (x, target) in enumerate(loader):
         if device is not None:
@@ -122,6 +127,9 @@ def collect_predictions(
                 static_logits = [model(x, resolution_index=j) for j in range(model.num_resolutions)]
                 s_top1.append(torch.stack([_correct(lg, target, 1) for lg in static_logits]).cpu())
                 s_topk.append(torch.stack([_correct(lg, target, k) for lg in static_logits]).cpu())
+                s_conf.append(torch.stack([top_probability(lg) for lg in static_logits]).cpu())
+            if scores:
+                raw.append(model.predict_logits(x, bias=False).float().cpu())
         if log_fn is not None:
             log_fn(batch_idx, len(loader))
 
@@ -135,6 +143,8 @@ def collect_predictions(
         routed_cost=cat(cost, torch.float64),
         static_top1=torch.cat(s_top1, dim=1) if static and s_top1 else None,
         static_topk=torch.cat(s_topk, dim=1) if static and s_topk else None,
+        static_confidence=torch.cat(s_conf, dim=1) if static and s_conf else None,
+        scores=torch.cat(raw) if raw else None,
         topk=k,
         examples=examples,
     )

@@ -143,7 +143,7 @@ def _create_drnet(variant: str, pretrained: bool = False, **kwargs) -> DRNet:
         variant,
         pretrained=pretrained and has_own_weights,
         pretrained_cfg=cfg,
-        feature_cfg=dict(feature_cls='getter'),
+        feature_cfg=dict(feature_cls='getter', out_indices=None),  # every level of the backbone's feature_info
         backbone_pretrained=pretrained and not has_own_weights,
         **kwargs,
     )

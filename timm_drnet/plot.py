@@ -1,7 +1,8 @@
 """ Figures
 
 The accuracy-against-cost chart of one evaluation (static resolutions, random routing, the DRNet, the oracle), the
-grid of example images per chosen resolution (the paper's Figure 4).
+grid of example images per chosen resolution (the paper's Figure 4), and the chart of a benchmark report
+(``benchmarks/imagenette.py``).
 matplotlib is imported on first use (``pip install "timm-drnet[plots]"``).
 """
 from pathlib import Path
@@ -12,7 +13,7 @@ import torch
 from .costs import unit_label
 from .evaluate import Example
 
-__all__ = ['plot_accuracy_vs_cost', 'plot_examples']
+__all__ = ['plot_accuracy_vs_cost', 'plot_examples', 'plot_benchmark']
 
 
 def _pyplot():
@@ -94,6 +95,45 @@ def plot_examples(
                          color='tab:green' if e.pred == e.target else 'tab:red')
             ax.set_xlabel(f'p({r:g}x)={e.score:.2f}' if e.score_name == 'p' else f'stop at {e.score:.2f}', fontsize=7)
     fig.suptitle('Images per chosen resolution (title: prediction and its probability, red = wrong)', fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_benchmark(report: Dict[str, Any], path: Path) -> None:
+    """ Top-1 against GMACs of every model of a ``benchmarks/imagenette.py`` report: static curves, stage-1
+    branches, cascade and predictor sweeps (random routing at matched GMACs is the curve of the routed model's own
+    branches), the paper's stage 2, the oracle."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5.6))
+
+    def curve(points, style, colour, label, **kw):
+        points = sorted(points, key=lambda p: p['gmacs'])
+        ax.plot([p['gmacs'] for p in points], [p['top1'] for p in points], style, c=colour, label=label, **kw)
+    curve(report['pretrained'], 'o:', 'grey', 'static, pretrained (no fine-tuning)')
+    curve(report['static'], 's-', 'black', 'static, fine-tuned at 224 / 168 / 112 alone')
+    curve(report['stage1'], '^--', 'tab:blue', 'stage 1 branches (= random routing over them)')
+    curve(report['stage1_distilled'], '^-', 'tab:purple',
+          f'stage 1 + {report["distill"]} distillation (= random routing over them)')
+    curve(report['cascade'], 'v-', 'tab:cyan', 'distilled stage 1, confidence cascade 112 > 168 > 224')
+    curve(report['cascade_112_224'], 'v--', 'teal', 'distilled stage 1, confidence cascade 112 > 224')
+    curve(report['predictor'], 'D-', 'tab:red', 'distilled stage 1, predictor (per-resolution losses) sweep')
+    curve(report['paper_frozen_sweep'], 'x--', 'tab:orange', 'distilled stage 1, paper\'s stage 2 predictor sweep')
+    for key, marker, label in (('paper_frozen', 'P', 'paper stage 2, frozen backbone'),
+                               ('paper_joint', 'X', 'paper stage 2, backbone joint')):
+        p = report[key]
+        ax.plot([p['gmacs']], [p['top1']], marker, ms=10, c='tab:brown' if key == 'paper_joint' else 'tab:orange',
+                label=f'{label} (alpha {p["alpha"]:g})')
+    o = report['oracle']
+    ax.plot([o['gmacs']], [o['top1']], '*', ms=14, c='tab:green', label='oracle (distilled stage 1)')
+    base = report['static_224']
+    ax.axhline(base['top1'], color='black', lw=0.6, alpha=0.4)
+    ax.axvline(0.5 * base['gmacs'], color='black', lw=0.6, alpha=0.4, ls=':')
+    ax.set_xlabel('GMACs per image (predictor included where one runs)')
+    ax.set_ylabel('top-1 %')
+    ax.set_title('tf_efficientnet_lite0 on imagenette224 val + val_extra (3,791 images)')
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc='lower right')
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

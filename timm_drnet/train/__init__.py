@@ -5,6 +5,10 @@ can be called from Python the same way.
 """
 from .distributed import Distributed, all_min, any_rank, barrier, broadcast_from_primary, gather, reduce_sum
 from .params import predictor_param_groups
+from .predictor import (
+    PredictorFitSettings, ResolutionOutputs, fit_predictor, resolution_outputs, resolution_targets,
+    train_predictor_stage,
+)
 from .resume import (
     RESUME_SETTINGS, CheckpointWriteError, EpochInterrupted, NonFiniteLossError, StopSignal, TrainingInterrupted,
     epoch_batches, resume_position, resume_settings, write_checkpoint,

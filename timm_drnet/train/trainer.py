@@ -9,7 +9,6 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import timedelta
-from functools import partial
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -70,6 +69,9 @@ class StageSettings:
     dist_bn: str = 'reduce'
     broadcast_buffers: bool = True
     sync_bn: bool = False  # the model's batch norms are SyncBatchNorms (distributed, stage 1 / frozen backbone)
+    distill: str = 'none'  # stage-1 cross-resolution distillation (``loss.MultiResolutionLoss``)
+    distill_weight: float = 1.0
+    distill_temperature: float = 1.0
 
     def __post_init__(self):
         if self.stage not in STAGES:
@@ -111,6 +113,7 @@ class StageRun:
     ctx: Distributed
     model_ema: Optional[ModelEmaV3] = None
     to_device: bool = False  # move batches to ``device`` (no prefetcher)
+    teacher: Optional[nn.Module] = None  # eval-mode model whose logits ``distill='teacher'`` learns
 
 
 def _format_eta(seconds: float) -> str:
@@ -145,7 +148,9 @@ def train_one_epoch(run: StageRun, epoch: int, num_epochs: int, position: Option
         with run.precision.autocast():
             out = run.forward(x)
             if stage == 'multires':
-                parts = run.loss(out, target)
+                with torch.no_grad():
+                    teacher = run.teacher(x, resolution_index=0) if run.teacher is not None else None
+                parts = run.loss(out, target, teacher)
             else:
                 parts = run.loss(out.logits, target, out.hard, run.costs.backbone)
             loss = parts.total
@@ -159,7 +164,8 @@ def train_one_epoch(run: StageRun, epoch: int, num_epochs: int, position: Option
 
         run.optimizer.zero_grad()
         if run.precision.loss_scaler is not None:
-            run.precision.loss_scaler(loss, run.optimizer, parameters=[p for p in model.parameters() if p.requires_grad])
+            run.precision.loss_scaler(loss, run.optimizer,
+                                      parameters=[p for p in model.parameters() if p.requires_grad])
         else:
             loss.backward()
             run.optimizer.step()
@@ -171,7 +177,7 @@ def train_one_epoch(run: StageRun, epoch: int, num_epochs: int, position: Option
         n = x.shape[0]
         with torch.no_grad():
             if stage == 'multires':
-                batch = [loss.item(), loss.item(), 0., 0., 1.] + parts.ce.tolist()
+                batch = [loss.item(), parts.ce.sum().item(), parts.distill.item(), 0., 1.] + parts.ce.tolist()
             else:
                 counts = torch.bincount(out.resolution_index, minlength=m).tolist()
                 batch = [parts.total.item(), parts.ce.item(), parts.flops.item(), out.cost.float().mean().item(),
@@ -201,6 +207,8 @@ def train_one_epoch(run: StageRun, epoch: int, num_epochs: int, position: Option
     avg = (sums / sums[4]).tolist()
     metrics = OrderedDict(loss=avg[0])
     if stage == 'multires':
+        if s.distill != 'none':
+            metrics.update(distill=avg[2])
         metrics.update((f'ce_{name}', c) for name, c in zip(names, avg[5:]))
     else:
         metrics.update(ce=avg[1], flops_loss=avg[2], **{run.costs.unit: avg[3]}, tau=model.tau)
@@ -221,7 +229,8 @@ def evaluate_stage(model: DRNet, stage: str, loader: Any, device: torch.device, 
 def _stage_loss(model: DRNet, settings: StageSettings, costs: CostTable, ctx: Distributed) -> nn.Module:
     criterion = nn.CrossEntropyLoss(label_smoothing=settings.smoothing)
     if settings.stage == 'multires':
-        return MultiResolutionLoss(criterion)
+        return MultiResolutionLoss(model.num_resolutions, criterion, settings.distill, settings.distill_weight,
+                                   settings.distill_temperature)
     alpha = resolve_flops_target(settings.flops_target, costs.backbone, costs.unit, settings.flops_two_sided)
     if ctx.primary:
         _logger.info(f'Stage 2 FLOPs loss: alpha {alpha:.4g} {unit_label(costs.unit)} (backbone average target, '
@@ -244,20 +253,29 @@ def train_stage(
         resume: Optional[Dict[str, Any]] = None,
         resume_path: Optional[str] = None,
         to_device: bool = False,
+        teacher: Optional[nn.Module] = None,
 ) -> Optional[ModelEmaV3]:
     """ Train one stage from its start or from ``resume`` (a checkpoint of this stage, read from ``resume_path``).
 
     Writes ``last.pth.tar`` and the best checkpoints each epoch, ``summary.csv`` and ``args.yaml``, and at the end
     ``model.safetensors`` + ``config.json`` (of the EMA model when there is one) to ``stage_dir``. Returns the EMA
-    model, if any. Raises ``TrainingInterrupted`` once SIGTERM stopped it (after a step or an epoch) and its state
-    is saved, ``NonFiniteLossError`` for a NaN / Inf loss, ``CheckpointWriteError`` when a checkpoint cannot be
-    written.
+    model, if any. ``teacher`` (an eval-mode model, called as ``teacher(x, resolution_index=0)``) is the external
+    teacher of ``distill='teacher'``. Raises ``TrainingInterrupted`` once SIGTERM stopped it (after a step or an
+    epoch) and its state is saved, ``NonFiniteLossError`` for a NaN / Inf loss, ``CheckpointWriteError`` when a
+    checkpoint cannot be written.
     """
     s, stage = settings, settings.stage
+    if (s.distill == 'teacher') != (teacher is not None):
+        raise setting_error(ValueError, "{distill} 'teacher' needs a teacher model ({distill_teacher}), and a teacher "
+                                        "needs {distill} 'teacher'")
     model.predictor.requires_grad_(stage == 'drnet')
     model.backbone.requires_grad_(not (stage == 'drnet' and s.freeze_backbone))
-    optimizer = create_optimizer_v2(model, **s.optimizer, param_group_fn=partial(
-        predictor_param_groups, weight_decay=s.optimizer.get('weight_decay', 0.), predictor_lr_scale=s.predictor_lr_scale))
+    costs = model.cost_table(record.drnet_config['input_size'])
+    loss = _stage_loss(model, s, costs, ctx).to(device)
+    groups = predictor_param_groups(model, s.optimizer.get('weight_decay', 0.), s.predictor_lr_scale)
+    if any(True for _ in loss.parameters()):  # the ensemble teacher's weights learn with the backbone's lr
+        groups.append(dict(params=list(loss.parameters()), weight_decay=0., lr_scale=1.0))
+    optimizer = create_optimizer_v2(groups, **s.optimizer)
 
     forward = StageForward(model, stage)
     if ctx.distributed:  # wrapping broadcasts rank 0's weights, so the EMA below starts from them on every rank
@@ -283,6 +301,8 @@ def train_stage(
             model_ema.module.load_state_dict(resume['state_dict_ema'])
         if 'scheduler' in resume:
             lr_scheduler.load_state_dict(resume['scheduler'])
+        if 'loss' in resume:
+            loss.load_state_dict(resume['loss'])
         if ctx.primary:
             _logger.info(f'Resumed stage {stage} after epoch {start_epoch} of {num_epochs}' + (
                 f', step {position["step"]} of {len(loader_train)} of epoch {start_epoch + 1}.' if position else '.'))
@@ -291,9 +311,10 @@ def train_stage(
     else:
         lr_scheduler.step(start_epoch)
 
-    costs = model.cost_table(record.drnet_config['input_size'])
-    run = StageRun(s, model, forward, loader_train, optimizer, lr_scheduler, _stage_loss(model, s, costs, ctx), costs,
-                   device, precision, stop, ctx, model_ema, to_device)
+    if teacher is not None:
+        teacher.eval().requires_grad_(False)
+    run = StageRun(s, model, forward, loader_train, optimizer, lr_scheduler, loss, costs, device, precision, stop, ctx,
+                   model_ema, to_device, teacher)
 
     saver = None
     summary_csv = stage_dir / 'summary.csv'
@@ -332,7 +353,7 @@ def train_stage(
             ranks = gather((rng_epoch, dict(step=e.step, sums=e.sums, rng_prev=e.rng_prev, rng_step=e.rng_step)), ctx)
             if ctx.primary:
                 train_state.update(stage=stage, scheduler=lr_scheduler.state_dict(), rng=[r for r, _ in ranks],
-                                   drnet=record.drnet_config,
+                                   drnet=record.drnet_config, loss=loss.state_dict(),
                                    interrupted=dict(epoch=epoch, step=e.step, ranks=[p for _, p in ranks]))
                 write_checkpoint(lambda: saver.save_interrupted(epoch - 1), f'epoch {epoch + 1} step {e.step}',
                                  stage_dir)
@@ -354,7 +375,7 @@ def train_stage(
             update_summary(epoch, train_metrics, eval_metrics, filename=str(summary_csv),
                            lr=optimizer.param_groups[0]['lr'], write_header=epoch == 0 or not summary_csv.exists())
             train_state.update(stage=stage, scheduler=lr_scheduler.state_dict(), rng=rng_states,
-                               drnet=record.drnet_config)
+                               drnet=record.drnet_config, loss=loss.state_dict())
             write_checkpoint(lambda: saver.save_checkpoint(epoch, metric=eval_metrics[s.eval_metric]),
                              f'epoch {epoch + 1}', stage_dir)
         lr_scheduler.step(epoch + 1, eval_metrics[s.eval_metric])
