@@ -53,7 +53,7 @@ from timm_drnet.config import (
     saved_cost_tables,
 )
 from timm_drnet.data import apply_synthetic_defaults, create_dataset, create_loader, dataset_classes, is_synthetic
-from timm_drnet.errors import setting_error
+from timm_drnet.errors import literal, setting_error
 from timm_drnet.evaluate import collect_predictions, format_table, summarize
 
 _logger = logging.getLogger('train')
@@ -219,8 +219,8 @@ def setup(args: argparse.Namespace, given: set) -> Dict[str, Any]:
     ckpt_cfg = ckpt.get('drnet') if ckpt else None
     if args.resume:
         if not ckpt.get('stage'):
-            raise setting_error(ValueError, f'{args.resume} is not a train.py training checkpoint (no stage or '
-                                            f'training state); start from its weights with {{initial_checkpoint}}.')
+            raise setting_error(ValueError, f'{literal(args.resume)} is not a train.py training checkpoint (no stage '
+                                            f'or training state); start from its weights with {{initial_checkpoint}}.')
         saved = dict(ckpt.get('args') or {}, resolutions=ckpt_cfg['resolutions'])
         current = dict(vars(args), resolutions=args.resolutions or ckpt_cfg['resolutions'])
         vars(args).update(drnet_train.resume_settings(saved, current, given, override=args.resume_override))
@@ -296,7 +296,8 @@ def final_report(model: timm_drnet.DRNet, args: argparse.Namespace, s: Dict[str,
                            mean=dc['mean'], std=dc['std'], crop_pct=dc['crop_pct'], crop_mode=dc.get('crop_mode'),
                            num_workers=args.workers, device=device, use_prefetcher=not args.no_prefetcher,
                            persistent_workers=False)
-    preds = collect_predictions(model, loader, static=True, device=device)
+    precision = timm_drnet.create_precision(args.amp, args.amp_dtype, device)
+    preds = collect_predictions(model, loader, static=True, device=device, amp_autocast=precision.autocast)
     summary = summarize(preds, model.cost_table(dc['input_size']), model.resolutions,
                         model.candidate_sizes(*dc['input_size'][1:]))
     text = format_table(summary)
@@ -311,9 +312,9 @@ def run(args: argparse.Namespace, given: set, device: torch.device, ctx: drnet_t
     model, dc = s['model'].to(device), s['data_config']
     trained_with = 'latency' if saved_cost_tables(s['ckpt_cfg']) else 'macs'
     if args.resume and args.cost not in (None, trained_with):
-        raise setting_error(ValueError, f'{args.resume} was trained with {{cost}} {trained_with}; a resumed run keeps '
-                                        f'its costs (the FLOPs loss and {{flops_target}} are in their units). Drop '
-                                        f'{{cost}} {args.cost}, or start a new run from its weights with '
+        raise setting_error(ValueError, f'{literal(args.resume)} was trained with {{cost}} {trained_with}; a resumed '
+                                        f'run keeps its costs (the FLOPs loss and {{flops_target}} are in their '
+                                        f'units). Drop {{cost}} {args.cost}, or start a new run from its weights with '
                                         f'{{initial_checkpoint}}.')
     if args.latency_batch_size < 1 or args.latency_repeats < 1:
         raise setting_error(ValueError, f'{{latency_batch_size}} and {{latency_repeats}} must be >= 1, got '
@@ -336,13 +337,13 @@ def run(args: argparse.Namespace, given: set, device: torch.device, ctx: drnet_t
     resume = s['ckpt'] if args.resume else None
     stages = drnet_train.STAGES if args.stage == 'both' else (args.stage,)
     if resume is not None and args.stage == 'predictor':
-        raise setting_error(ValueError, '--stage predictor starts over (its pass and epochs take minutes): start it '
+        raise setting_error(ValueError, '{stage} predictor starts over (its pass and epochs take minutes): start it '
                                         'from the stage-1 weights with {initial_checkpoint}.')
     if resume is not None:
         if resume['stage'] not in stages:
-            raise setting_error(ValueError, f'{args.resume} is a stage-{resume["stage"]} checkpoint, this run trains '
-                                            f'stage {args.stage}; to start stage {args.stage} from its weights use '
-                                            f'{{initial_checkpoint}}.')
+            raise setting_error(ValueError, f'{literal(args.resume)} is a stage-{resume["stage"]} checkpoint, this '
+                                            f'run trains stage {args.stage}; to start stage {args.stage} from its '
+                                            f'weights use {{initial_checkpoint}}.')
         stages = stages[stages.index(resume['stage']):]
     if ctx.primary:
         _logger.info(f'Model {args.model} {args.model_kwargs}: {sum(p.numel() for p in model.parameters()):,} '
@@ -365,10 +366,17 @@ def run(args: argparse.Namespace, given: set, device: torch.device, ctx: drnet_t
             epochs=args.epochs, batch_size=args.batch_size, optimizer=optimizer_kwargs(cfg=args),
             warmup_epochs=args.warmup_epochs, temperature=args.target_temperature, cost_weight=args.target_cost_weight)
         (exp_dir / 'predictor').mkdir(parents=True, exist_ok=True)
-        drnet_train.train_predictor_stage(model, settings, *loaders, exp_dir / 'predictor', record, precision,
+        drnet_train.train_predictor_stage(model, settings, *loaders, exp_dir / 'predictor', record, precision, stop,
                                           device if args.no_prefetcher else None)
         final_report(model, args, s, device, exp_dir)
         return
+    if (args.distill != 'none' or args.distill_teacher) and 'multires' not in stages:
+        raise setting_error(ValueError, '{distill} and {distill_teacher} are for stage 1 (multires), which this run '
+                                        'does not train.')
+    settings = {stage: stage_settings(args, stage) for stage in stages}  # every stage's settings checked up front
+    if 'drnet' in stages:
+        costs = model.cost_table(dc['input_size'])
+        drnet_train.resolve_flops_target(args.flops_target, costs.backbone, costs.unit, args.flops_two_sided)
     teacher = load_drnet(args.distill_teacher).to(device) if args.distill_teacher else None
     model_ema = None
     for stage in stages:
@@ -376,8 +384,8 @@ def run(args: argparse.Namespace, given: set, device: torch.device, ctx: drnet_t
         if ctx.primary:
             stage_dir.mkdir(parents=True, exist_ok=True)
         stage_resume = resume if resume is not None and resume['stage'] == stage else None
-        model_ema = drnet_train.train_stage(model, stage_settings(args, stage), *loaders, device, stage_dir, record,
-                                            precision, stop, ctx, stage_resume, args.resume, args.no_prefetcher,
+        model_ema = drnet_train.train_stage(model, settings[stage], *loaders, device, stage_dir, record, precision,
+                                            stop, ctx, stage_resume, args.resume, args.no_prefetcher,
                                             teacher if stage == 'multires' else None)
     if stages[-1] == 'drnet' and ctx.primary:
         final_report(model_ema.module if model_ema is not None else model, args, s, device, exp_dir)
@@ -398,8 +406,8 @@ def main() -> None:
         sys.exit(2)
     except drnet_train.TrainingInterrupted as e:
         if ctx.primary:
-            _logger.warning(f'Training {e}; checkpoint {e.checkpoint}. Continue with: train.py --resume '
-                            f'{e.checkpoint}.')
+            _logger.warning(f'Training {e}; checkpoint {e.checkpoint}. ' + (
+                f'Continue with: train.py --resume {e.checkpoint}.' if e.resumable else 'Run it again to start over.'))
         sys.exit(128 + signal.SIGTERM)
     except drnet_train.CheckpointWriteError as e:
         _logger.error(f'Training stopped: {e}. Free space or fix the folder, then resume.')

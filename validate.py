@@ -196,6 +196,7 @@ def validate(args: argparse.Namespace) -> Dict[str, Any]:
                          f'ETA {elapsed / (batch_idx + 1) * (num_batches - batch_idx - 1):.0f}s')
 
     preds = collect_predictions(model, loader, static=static, amp_autocast=precision.autocast,
+                                device=device if args.no_prefetcher else None,
                                 keep_examples=args.plot_examples if plot_dir else 0, log_fn=log_progress)
     sizes = model.candidate_sizes(*dc['input_size'][1:])
     summary = summarize(preds, model.cost_table(dc['input_size']), model.resolutions, sizes,

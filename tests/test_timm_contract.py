@@ -210,6 +210,9 @@ def test_resumed_settings_are_the_checkpoints():
     assert 'flops_target: 0.2 in the checkpoint, 0.3 now' in str(e.value) and 'gumbel_tau' in str(e.value)
     assert 'lr: ' not in str(e.value)  # given, but the checkpoint's value
     assert resume_settings(saved, current, given={'flops_target'}, override=True)['flops_target'] == 0.3
+    # the number of epochs may grow, and is the checkpoint's when not given
+    grown = resume_settings(dict(saved, epochs=3), dict(saved, epochs=10), given={'epochs'})
+    assert grown['epochs'] == 10 and resume_settings(dict(saved, epochs=3), dict(saved, epochs=6), set())['epochs'] == 3
 
 
 def test_sync_batch_norm_is_refused_for_routed_training_of_the_backbone():
@@ -220,9 +223,15 @@ def test_sync_batch_norm_is_refused_for_routed_training_of_the_backbone():
         StageSettings(stage='drnet', **common)
 
 
-def test_scripts_offer_every_predictor():
+def test_scripts_offer_every_predictor_and_name_flags_by_their_setting():
     import argparse
+    from timm.utils import add_bool_arg
     from timm_drnet import cli
+    from timm_drnet.errors import setting_error
     parser = argparse.ArgumentParser()
     cli.add_model_args(parser, batch_size=8)
+    add_bool_arg(parser, 'flops-two-sided', default=True)
     assert parser.parse_args(['--predictor', 'backbone']).predictor == 'backbone'
+    error = setting_error(ValueError, 'set {num_classes} 10 and {flops_two_sided}, point {root} at {literal}')
+    assert str(error) == 'set num_classes 10 and flops_two_sided, point root at literal'
+    assert cli.error_message(error, parser) == 'set --num-classes 10 and --flops-two-sided, point --data-dir at literal'

@@ -247,7 +247,8 @@ def load_checkpoint_weights(
     if key not in ckpt:
         raise setting_error(CheckpointMismatchError,
                             f'{literal(path)} holds no EMA weights; drop {{use_ema}} to load its weights.')
-    state_dict = complete_state_dict(clean_state_dict(ckpt[key]))
+    # an old stage-1 checkpoint's predictor never trained; other old checkpoints routed by theirs
+    state_dict = complete_state_dict(clean_state_dict(ckpt[key]), trained=ckpt.get('stage') != 'multires')
     own = model.state_dict()
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]

@@ -20,7 +20,8 @@ __all__ = ['add_data_args', 'add_model_args', 'add_runtime_args', 'add_cost_args
            'flag_names', 'given_settings']
 
 # Python names the library's errors use that are not a flag's own destination
-_ALIASES = {'root': '--data-dir', 'strict': '--strict-data', 'predictor_grad': '--predictor-grad'}
+_ALIASES = {'root': '--data-dir', 'temperature': '--target-temperature', 'cost_weight': '--target-cost-weight',
+            'tau': '--gumbel-tau', 'tau_end': '--gumbel-tau-end', 'decay': '--gumbel-tau-decay'}
 
 
 def add_data_args(parser: argparse.ArgumentParser, synthetic_samples: Sequence[int]) -> argparse._ArgumentGroup:
@@ -72,7 +73,7 @@ def add_model_args(parser: argparse.ArgumentParser, batch_size: int) -> argparse
     group.add_argument('--img-size', type=int, default=None, metavar='N', help='image size (default: None => model)')
     group.add_argument('--input-size', default=None, nargs=3, type=int, metavar='N',
                        help='input dimensions (d h w, e.g. --input-size 3 224 224) (default: the checkpoint\'s, '
-                            'else the model\'s)')
+                            'else the model\'s training size, not timm\'s test size: the branches were trained there)')
     group.add_argument('--crop-pct', default=None, type=float, metavar='N', help='input image center crop percent')
     group.add_argument('--mean', type=float, nargs='+', default=None, metavar='MEAN',
                        help='override mean pixel value of dataset')
@@ -112,10 +113,12 @@ def flag_names(parser: argparse.ArgumentParser) -> Dict[str, str]:
     """Setting name -> the flag that sets it (its long option), for every flag of ``parser`` and the aliases."""
     names = dict(_ALIASES)
     for action in parser._actions:
+        own = f'--{action.dest.replace("_", "-")}'
         longs = [o for o in action.option_strings if o.startswith('--')]
-        if longs:
-            names[action.dest] = max(longs, key=len) if action.dest.replace('_', '-') not in \
-                [o[2:] for o in longs] else f'--{action.dest.replace("_", "-")}'
+        if own in action.option_strings:  # the flag named after the setting (not its --no- twin)
+            names[action.dest] = own
+        elif longs and action.dest not in names:
+            names[action.dest] = max(longs, key=len)
     return names
 
 

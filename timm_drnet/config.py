@@ -86,9 +86,10 @@ def install_costs(
     try:
         model.cost_table(input_size)
     except KeyError:
-        raise setting_error(ValueError, f'The model\'s {model.cost_unit} cost tables ({source or "installed"}) do '
-                                        f'not cover input size {list(input_size)}: set {{cost}} latency to '
-                                        f'measure one at this size, or {{cost}} macs.') from None
+        where = literal(source or 'installed')
+        raise setting_error(ValueError, f'The model\'s {model.cost_unit} cost tables ({where}) '
+                                        f'do not cover input size {list(input_size)}: set {{cost}} latency to measure '
+                                        f'one at this size, or {{cost}} macs.') from None
     return 'macs' if model.cost_unit == 'gmacs' else 'latency'
 
 

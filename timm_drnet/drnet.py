@@ -14,8 +14,9 @@ every other resolution, and those logits enter as hard_j x z_j (hard_j = 0: outp
 gradients are unchanged), so the predictor's gradient compares every resolution (paper eq. 4-5), at one extra
 forward per image and other resolution in training.
 
-Every forward goes through one dispatch (``_routed``): a confidence cascade when one is set (eval), the full
-resolution for every image while the predictor has never been trained (eval), else the predictor. Spatial
+Every routed forward goes through one dispatch (``_routed``; ``resolution_index=j`` runs candidate j alone): a
+confidence cascade when one is set (eval), the full resolution for every image while the predictor has never been
+trained (eval), else the predictor. Spatial
 outputs (unpooled features, intermediates) of images routed to a smaller resolution are resampled onto the
 full-resolution grid, so a batch of mixed resolutions stacks; logits are always the backbone's own.
 """
@@ -48,8 +49,8 @@ class DRNetOutput(NamedTuple):
     resolution_index: torch.Tensor  # (B,) chosen candidate per image (0 = largest)
     probs: torch.Tensor  # (B, m) predictor softmax (resolution bias included); one-hot when the predictor did not run
     hard: torch.Tensor  # (B, m) one-hot selection with straight-through gradient
-    cost: torch.Tensor  # (B,) cost of each image in ``cost_unit``: predictor included, or under a cascade the sum
-    # of the levels the image ran
+    cost: torch.Tensor  # (B,) cost of each image in ``cost_unit``: predictor included where it ran; under a
+    # cascade the sum of the levels the image ran
 
 
 _UNTRAINED = ('This DRNet\'s predictor was never trained: every image runs at full resolution (the backbone\'s own '
@@ -57,10 +58,10 @@ _UNTRAINED = ('This DRNet\'s predictor was never trained: every image runs at fu
               'timm_drnet.set_cascade_budget, or call mark_predictor_trained() if its weights are trained.')
 
 
-def complete_state_dict(state_dict: Dict[str, Any], prefix: str = '') -> Dict[str, Any]:
-    """ Add, in place, what a DRNet checkpoint of an earlier version lacks: ``predictor_trained`` (True: such
-    checkpoints routed by their predictor). Returns ``state_dict``."""
-    state_dict.setdefault(prefix + 'predictor_trained', torch.tensor(True))
+def complete_state_dict(state_dict: Dict[str, Any], prefix: str = '', trained: bool = True) -> Dict[str, Any]:
+    """ Add, in place, what a DRNet checkpoint of an earlier version lacks: ``predictor_trained`` (``trained``: such
+    checkpoints routed by their predictor, unless known to be stage 1's). Returns ``state_dict``."""
+    state_dict.setdefault(prefix + 'predictor_trained', torch.tensor(trained))
     return state_dict
 
 
@@ -99,22 +100,12 @@ class DRNet(nn.Module):
     """
 
     def __init__(
-            self,
-            backbone: Union[str, nn.Module] = 'resnet50',
-            resolutions: Sequence[float] = (1.0, 0.75, 0.5),
-            predictor: str = 'resnet',
-            predictor_size: Optional[int] = None,
-            num_classes: int = 1000,
-            in_chans: int = 3,
-            tau: float = 1.0,
-            eval_gumbel: bool = False,
-            predictor_grad: str = 'routed',
-            private_bn: bool = True,
-            private_ln: bool = False,
-            backbone_pretrained: bool = False,
+            self, backbone: Union[str, nn.Module] = 'resnet50', resolutions: Sequence[float] = (1.0, 0.75, 0.5),
+            predictor: str = 'resnet', predictor_size: Optional[int] = None, num_classes: int = 1000,
+            in_chans: int = 3, tau: float = 1.0, eval_gumbel: bool = False, predictor_grad: str = 'routed',
+            private_bn: bool = True, private_ln: bool = False, backbone_pretrained: bool = False,
             backbone_pretrained_cfg_overlay: Optional[Dict] = None,
-            cost_tables: Optional[Sequence[Union[CostTable, Dict]]] = None,
-            **backbone_kwargs,
+            cost_tables: Optional[Sequence[Union[CostTable, Dict]]] = None, **backbone_kwargs,
     ):
         super().__init__()
         self.resolutions = check_resolutions(resolutions)
@@ -133,9 +124,8 @@ class DRNet(nn.Module):
         self.private_bn, self.private_ln = private_bn, private_ln
         self.backbone = guard_single_value_norms(
             convert_resolution_bn(backbone, len(self.resolutions), private_ln) if private_bn else backbone)
-        self.num_classes = self.backbone.num_classes
-        self.in_chans = in_chans
-        self.num_features = self.backbone.num_features
+        self.num_classes, self.in_chans, self.num_features = self.backbone.num_classes, in_chans, backbone.num_features
+        self.maps_last = getattr(backbone, 'output_fmt', 'NCHW') == 'NHWC'  # its final maps are (B, H, W, C) (Swin)
         self.head_hidden_size = getattr(self.backbone, 'head_hidden_size', self.num_features)
         if hasattr(self.backbone, 'feature_info'):
             self.feature_info = [dict(f, module=f'backbone.{f["module"]}') for f in self.backbone.feature_info]
@@ -243,11 +233,17 @@ class DRNet(nn.Module):
         return fn(x, index)
 
     def _routed(self, x: torch.Tensor, fn: Run, kind: Any = 'forward', to_logits: Optional[Callable] = None,
-                channels_last: bool = False) -> Tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                channels_last: Any = False, with_cost: bool = False) -> Tuple[Any, ...]:
         """ The one routed forward: (outputs of ``fn(images, j)`` in input order, resolution index, probs, hard
-        selection, per-image cost). ``to_logits`` turns ``fn``'s output into class logits for a cascade."""
+        selection, per-image cost if ``with_cost`` else None). ``to_logits`` turns ``fn``'s output into class logits
+        for a cascade; ``channels_last`` is the layout of its maps (see ``FullGrid.place``)."""
         self.check_input(x)
-        table = self.cost_table(tuple(x.shape[1:]))
+        cascading = self.cascade is not None and not self.training
+        if cascading and self.num_classes == 0:
+            raise ValueError('A cascade stops on class probabilities, and this model has no classifier (features_only, '
+                             'or reset_classifier(0)): switch the cascade off (set_cascade(None)) to route it')
+        table = self.cost_table(tuple(x.shape[1:])) if with_cost else None
+        zeros = torch.zeros(x.shape[0], device=x.device)
 
         def probe() -> Any:  # the output at 1x, for the grid its maps lie on
             with torch.no_grad(), eval_mode(self.backbone):
@@ -258,17 +254,18 @@ class DRNet(nn.Module):
 
         def run(images: torch.Tensor, j: int) -> Any:
             return place(self._call(fn, images, j), j)
-        if self.cascade is not None and not self.training:
-            out, index, cost = cascade_route(x, self.cascade, partial(self._call, fn), table.backbone, to_logits, place)
+        if cascading:
+            level_costs = table.backbone if table else (0.,) * self.num_resolutions
+            out, index, cost = cascade_route(x, self.cascade, partial(self._call, fn), level_costs, to_logits, place)
             hard = F.one_hot(index, self.num_resolutions).float()
-            return out, index, hard, hard, cost
+            return out, index, hard, hard, cost if table else None
         if not self.training and not self.predictor_trained:
             if not self._warned_untrained:
                 self._warned_untrained = True
                 warnings.warn(_UNTRAINED, stacklevel=3)
             index = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
             hard = F.one_hot(index, self.num_resolutions).float()
-            return run(x, 0), index, hard, hard, torch.full(index.shape, table.backbone[0], device=x.device)
+            return run(x, 0), index, hard, hard, zeros + table.backbone[0] if table else None
         pred_logits = self.predict_logits(x)
         hard = self.select(pred_logits)
         index = hard.detach().argmax(dim=-1)
@@ -286,18 +283,18 @@ class DRNet(nn.Module):
                 out = out if unchosen is None else tree_map(torch.add, out, unchosen)
             anchor = unused_branch_anchor(self._norms, counts)
             out = out if anchor is None else tree_map(lambda o: o + anchor.to(o.dtype), out)
-        return out, index, pred_logits.float().softmax(-1), hard, table.per_image(index)
+        return out, index, pred_logits.float().softmax(-1), hard, table.per_image(index) if table else None
 
     def forward_routed(self, x: torch.Tensor) -> DRNetOutput:
         """Logits plus the routing record: chosen resolution, probabilities, hard weights, per-image cost."""
-        return DRNetOutput(*self._routed(x, self.forward_resolution))
+        return DRNetOutput(*self._routed(x, self.forward_resolution, with_cost=True))
 
     def forward(self, x: torch.Tensor, resolution_index: Optional[int] = None) -> torch.Tensor:
         """Logits, each image at its routed resolution; or the whole batch at candidate ``resolution_index``."""
         if resolution_index is not None:
             self.check_input(x)
             return self._call(self.forward_resolution, x, resolution_index)
-        return self._routed(x, self.forward_resolution)[0]
+        return self._routed(x, self.forward_resolution, channels_last=self.maps_last)[0]
 
     def forward_features(self, x: torch.Tensor, resolution_index: Optional[int] = None) -> torch.Tensor:
         """ The backbone's unpooled features, each image at its routed resolution and put on the grid of the full
@@ -305,8 +302,7 @@ class DRNet(nn.Module):
         if resolution_index is not None:
             self.check_input(x)
             return self._call(self._features_at, x, resolution_index)
-        channels_last = getattr(self.backbone, 'output_fmt', 'NCHW') == 'NHWC'
-        return self._routed(x, self._features_at, 'features', self.forward_head, channels_last)[0]
+        return self._routed(x, self._features_at, 'features', self.forward_head, self.maps_last)[0]
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         return self.backbone.forward_head(x, pre_logits=pre_logits)
@@ -319,15 +315,19 @@ class DRNet(nn.Module):
         put on the grid of the full resolution, and (unless ``intermediates_only``) its final features."""
         kwargs = dict(indices=tuple(indices) if isinstance(indices, (list, tuple)) else indices, norm=norm,
                       stop_early=stop_early and intermediates_only, output_fmt=output_fmt)
+        if kwargs['stop_early'] and self.cascade is not None and not self.training:
+            raise ValueError('A cascade stops on the final features\' class probabilities: drop stop_early')
         fn = partial(self._intermediates_at, kwargs)
+        layout = lambda out: (self.maps_last, tuple(output_fmt == 'NHWC' for _ in out[1]))  # noqa: E731
         final, intermediates = self._routed(x, fn, ('intermediates', *kwargs.values()),
-                                            lambda out: self.forward_head(out[0]), output_fmt == 'NHWC')[0]
+                                            lambda out: self.forward_head(out[0]), layout)[0]
         return list(intermediates) if intermediates_only else (final, list(intermediates))
 
     def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
                                   prune_head: bool = True) -> List[int]:
         """Prune the backbone to the layers ``forward_intermediates(indices)`` needs (timm's features_only)."""
         self._grid.clear()
+        self.num_classes = 0 if prune_head else self.num_classes
         return self.backbone.prune_intermediate_layers(indices, prune_norm=prune_norm, prune_head=prune_head)
 
     @torch.jit.ignore

@@ -28,7 +28,7 @@ from .routing import top_probability
 
 __all__ = ['Example', 'Predictions', 'collect_predictions', 'summarize', 'random_routing', 'random_at_cost',
            'oracle_routing', 'format_table', 'metric_sums', 'stage_metrics', 'resolution_names', 'budget_record',
-           'format_budget']
+           'format_budget', 'routing_label']
 
 
 def resolution_names(resolutions: Sequence[float]) -> List[str]:
@@ -316,6 +316,12 @@ def summarize(
     return result
 
 
+def routing_label(routing: str) -> str:
+    """How the routed model is named in tables and figures, by its routing ('predictor', 'cascade', 'untrained')."""
+    return {'cascade': 'DRNet (cascade, levels summed)',
+            'untrained': 'DRNet (predictor untrained: all at 1x)'}.get(routing, 'DRNet (predictor included)')
+
+
 def format_table(summary: Dict[str, Any]) -> str:
     """The summary as a plain-text table: one row per method, accuracy, cost and resolution shares."""
     unit = unit_label(summary['cost_unit'])
@@ -339,8 +345,7 @@ def format_table(summary: Dict[str, Any]) -> str:
         row(f'random, DRNet shares ({len(rnd["seeds"])} seeds)', f'{rnd["top1_mean"]:.2f}±{rnd["top1_std"]:.2f}',
             rnd['topk_mean'], rnd['cost'], rnd['shares'])
     d = summary['drnet']
-    name = {'cascade': 'DRNet (cascade, levels summed)', 'untrained': 'DRNet (predictor untrained: all at 1x)'}.get(
-        d.get('routing'), 'DRNet (predictor included)')
+    name = routing_label(d.get('routing', 'predictor'))
     row(name, f'{d["top1"]:.2f}', d['topk'], d['cost'], d['shares'])
     if 'oracle' in summary:
         o = summary['oracle']

@@ -53,7 +53,6 @@ _DATA_KEYS = ('input_size', 'test_input_size', 'min_input_size', 'interpolation'
 BACKBONE_TAG = 'backbone_'
 
 
-
 def _as_tuple(names: Optional[Union[str, Sequence[str]]]) -> tuple:
     if not names:
         return ()

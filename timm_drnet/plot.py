@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 
 from .costs import unit_label
-from .evaluate import Example
+from .evaluate import Example, routing_label
 
 __all__ = ['plot_accuracy_vs_cost', 'plot_examples', 'plot_benchmark']
 
@@ -42,9 +42,8 @@ def plot_accuracy_vs_cost(summary: Dict[str, Any], path: Path) -> None:
             f'random, DRNet shares ({len(rnd["seeds"])} seeds)'
         ax.errorbar([rnd['cost']], [rnd['top1_mean']], yerr=[rnd['top1_std']], fmt='s', color='tab:orange',
                     capsize=4, label=label)
-    cascade = summary['drnet']['routing'] == 'cascade'
     ax.plot([summary['drnet']['cost']], [summary['drnet']['top1']], '*', color='tab:red', markersize=15,
-            label='DRNet (cascade, levels summed)' if cascade else 'DRNet (predictor included)')
+            label=routing_label(summary['drnet']['routing']))
     ax.plot([summary['oracle']['cost']], [summary['oracle']['top1']], 'D', color='tab:green', label='oracle')
     ax.set_xlabel(f'{unit} per image')
     ax.set_ylabel('top-1 accuracy (%)')

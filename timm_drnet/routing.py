@@ -6,7 +6,7 @@ group per chosen resolution and scattering the outputs back, and the confidence-
 them; budgets, cascades, export and the benchmarks reuse them. This module imports no other part of the package.
 """
 import math
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -139,11 +139,12 @@ def resample_to(maps: torch.Tensor, size: Tuple[int, int], channels_last: bool =
 
 def _stack_groups(outs: List[Any], used: List[int]) -> Any:
     """Concatenate the groups' outputs along the batch; a clear error when resolutions give different shapes."""
+    first = [tuple(o.shape[1:]) for o in tree_leaves(outs[0])]
     for j, out in zip(used[1:], outs[1:]):
-        shapes = [tuple(o.shape[1:]) for o in tree_leaves(out)], [tuple(o.shape[1:]) for o in tree_leaves(outs[0])]
-        if shapes[0] != shapes[1]:
-            raise ValueError(f'Candidate {used[0]} gives outputs shaped {shapes[1]} per image, candidate {j} '
-                             f'{shapes[0]}: outputs of a mixed batch must share a shape to stack (token outputs of '
+        shapes = [tuple(o.shape[1:]) for o in tree_leaves(out)]
+        if shapes != first:
+            raise ValueError(f'Candidate {used[0]} gives outputs shaped {first} per image, candidate {j} '
+                             f'{shapes}: outputs of a mixed batch must share a shape to stack (token outputs of '
                              f'different lengths do not); run such a batch at one resolution (resolution_index=j)')
     return tree_map(lambda *parts: torch.cat(parts), *outs)
 
@@ -195,13 +196,20 @@ class FullGrid:
     def clear(self) -> None:
         self._grids.clear()
 
-    def place(self, out: Any, index: int, key: Any, probe: Callable[[], Any], channels_last: bool = False) -> Any:
-        """``out`` of candidate ``index`` with its maps on the grid of ``probe()`` (the same call at candidate 0)."""
+    def place(self, out: Any, index: int, key: Any, probe: Callable[[], Any],
+              channels_last: Union[bool, Callable[[Any], Any]] = False) -> Any:
+        """ ``out`` of candidate ``index`` with its maps on the grid of ``probe()`` (the same call at candidate 0).
+
+        ``channels_last`` says which maps are (B, H, W, C): all or none (a bool), or per map (a function of ``out``
+        giving a bool for each of its tensors).
+        """
         if index == 0 or not any(o.ndim == 4 for o in tree_leaves(out)):
             return out
+        layout = channels_last(out) if callable(channels_last) else tree_map(lambda o: channels_last, out)
         if key not in self._grids:
-            self._grids[key] = tree_map(lambda o: tuple(o.shape[1:3] if channels_last else o.shape[2:]), probe())
-        return tree_map(lambda o, g: resample_to(o, g, channels_last) if o.ndim == 4 else o, out, self._grids[key])
+            self._grids[key] = tree_map(lambda o, last: tuple(o.shape[1:3] if last else o.shape[2:]), probe(), layout)
+        return tree_map(lambda o, g, last: resample_to(o, g, last) if o.ndim == 4 else o, out, self._grids[key],
+                        layout)
 
 
 class Cascade(NamedTuple):

@@ -88,7 +88,10 @@ def is_synthetic(name: str, root: Optional[str]) -> bool:
 
 
 def apply_synthetic_defaults(args: Any) -> None:
-    """Fill the synthetic set's data config (64 px, no crop zoom, ...) into ``args`` fields left unset."""
+    """Fill the synthetic set's data config (64 px, no crop zoom, ...) into ``args`` fields left unset (an
+    ``img_size`` given sets the input size)."""
     for key, value in SYNTHETIC_DATA_CONFIG.items():
+        if key == 'input_size' and getattr(args, 'img_size', None):
+            continue
         if getattr(args, key, None) in (None, ''):
             setattr(args, key, value)

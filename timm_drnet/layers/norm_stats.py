@@ -24,6 +24,8 @@ def _batch_norms(module: nn.Module) -> List[nn.modules.batchnorm._BatchNorm]:
 
 
 def _single_value_pre_hook(norm: nn.Module, args) -> None:
+    if norm.__dict__.pop('_drnet_single_value', False):  # a call that raised before its post-hook ran
+        norm.training = True
     x = args[0]
     if norm.training and x.shape[1] and x.numel() == x.shape[1]:  # one value per channel: no batch statistics
         norm.training = False

@@ -9,7 +9,8 @@ from typing import Any, Callable, List
 import torch
 import torch.distributed as dist
 
-__all__ = ['Distributed', 'all_min', 'any_rank', 'barrier', 'broadcast_from_primary', 'gather', 'reduce_sum']
+__all__ = ['Distributed', 'all_min', 'any_rank', 'average_gradients_hook', 'barrier', 'broadcast_from_primary',
+           'gather', 'reduce_sum']
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,11 @@ def reduce_sum(t: torch.Tensor, ctx: Distributed) -> torch.Tensor:
         dist.all_reduce(t)
         t = t.cpu()
     return t
+
+
+def average_gradients_hook(ctx: Distributed) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A tensor gradient hook that averages the gradient over the ranks: for parameters outside DDP (a loss's)."""
+    return lambda grad: reduce_sum(grad, ctx).to(grad.device, grad.dtype) / ctx.world_size
 
 
 def broadcast_from_primary(make: Callable[[], Any], ctx: Distributed) -> Any:

@@ -34,6 +34,7 @@ from ..drnet import DRNet
 from ..errors import setting_error
 from ..precision import Precision
 from ..routing import resize
+from .resume import StopSignal, TrainingInterrupted
 
 __all__ = ['PredictorFitSettings', 'ResolutionOutputs', 'fit_predictor', 'resolution_outputs', 'resolution_targets',
            'train_predictor_stage']
@@ -63,7 +64,7 @@ class PredictorFitSettings:
             raise setting_error(ValueError, f'{{epochs}} and {{batch_size}} must be >= 1, got {self.epochs} and '
                                             f'{self.batch_size}')
         if self.temperature <= 0 or self.cost_weight < 0:
-            raise setting_error(ValueError, f'{{target_temperature}} must be > 0 and {{cost_weight}} >= 0, got '
+            raise setting_error(ValueError, f'{{temperature}} must be > 0 and {{cost_weight}} >= 0, got '
                                             f'{self.temperature} and {self.cost_weight}')
 
 
@@ -171,15 +172,25 @@ def train_predictor_stage(
         stage_dir: Path,
         record: Any,
         precision: Precision,
+        stop: StopSignal,
         device: Optional[torch.device] = None,
 ) -> List[Dict[str, float]]:
     """ The ``predictor`` stage of ``train.py``: one pass of the frozen model over both loaders (which should not
     augment), then ``fit_predictor``; after each epoch the model, its DRNet config and the epoch's metrics go to
     ``last.pth.tar`` (atomically), and at the end ``model.safetensors`` + ``config.json``. ``record`` is the run's
-    ``CheckpointRecord``; ``device`` moves batches there (None: they arrive on it)."""
+    ``CheckpointRecord``; ``device`` moves batches there (None: they arrive on it). SIGTERM (``stop``) ends it
+    after the current batch of the pass or epoch of training with ``TrainingInterrupted`` (the stage starts over
+    when run again)."""
     start = time.time()
-    train = resolution_outputs(model, loader_train, precision, device)
-    monitor = resolution_outputs(model, loader_monitor, precision, device) if loader_monitor is not None else None
+    last = stage_dir / 'last.pth.tar'
+
+    def check(*_) -> None:
+        if stop.requested:
+            raise TrainingInterrupted('stopped by SIGTERM in the predictor stage',
+                                      last if last.exists() else None, resumable=False)
+    train = resolution_outputs(model, loader_train, precision, device, check)
+    monitor = resolution_outputs(model, loader_monitor, precision, device, check) if loader_monitor is not None \
+        else None
     _logger.info(f'Per-resolution losses of {len(train.losses)} training images in {time.time() - start:.0f}s; '
                  f'top-1 at each candidate there ' +
                  '/'.join(f'{100 * c:.1f}' for c in train.correct.float().mean(0).tolist()))
@@ -187,7 +198,8 @@ def train_predictor_stage(
 
     def save(epoch: int, metrics: Dict[str, float]) -> None:
         atomic_torch_save(dict(epoch=epoch, stage='predictor', state_dict=model.state_dict(), metrics=metrics,
-                               drnet=record.drnet_config, args=record.run_args), stage_dir / 'last.pth.tar')
+                               drnet=record.drnet_config, args=record.run_args), last)
+        check()
     history = fit_predictor(model, train, costs, settings, monitor, save)
     save(settings.epochs - 1, history[-1])  # the flag marking the predictor trained, set at the end
     export_safetensors(model, stage_dir, record.model_args, record.data_config)

@@ -19,20 +19,23 @@ from .distributed import Distributed
 
 __all__ = [
     'CheckpointWriteError', 'EpochInterrupted', 'NonFiniteLossError', 'StopSignal', 'TrainingInterrupted',
-    'RESUME_SETTINGS', 'epoch_batches', 'resume_position', 'resume_settings', 'write_checkpoint',
+    'GROWABLE_SETTINGS', 'RESUME_SETTINGS', 'epoch_batches', 'resume_position', 'resume_settings', 'write_checkpoint',
 ]
 
 _logger = logging.getLogger(__name__)
 
-# run settings a resumed run must share with its checkpoint: they shape the optimisation it continues (the
-# number of epochs may grow: extending a run is a resume)
+# run settings a resumed run must share with its checkpoint: they shape the optimisation it continues
 RESUME_SETTINGS = (
     'stage', 'batch_size', 'opt', 'opt_eps', 'opt_betas', 'momentum', 'weight_decay',
     'lr', 'sched', 'sched_on_updates', 'warmup_lr', 'min_lr', 'warmup_epochs', 'decay_epochs', 'decay_milestones',
     'decay_rate', 'smoothing', 'resolutions', 'predictor_grad', 'predictor_lr_scale', 'freeze_backbone',
     'flops_target', 'flops_weight', 'flops_two_sided', 'gumbel_tau', 'gumbel_tau_end', 'gumbel_tau_decay',
     'distill', 'distill_weight', 'distill_temperature', 'distill_teacher', 'model_ema', 'model_ema_decay',
+    'model_ema_warmup', 'no_aug', 'scale', 'ratio', 'hflip', 'vflip', 'color_jitter', 'aa', 'train_interpolation',
+    'amp', 'amp_dtype', 'sync_bn', 'dist_bn',
 )
+# taken from the checkpoint when not given, but a resumed run may change them: more epochs extend the run
+GROWABLE_SETTINGS = ('epochs', 'multires_epochs')
 
 
 class NonFiniteLossError(RuntimeError):
@@ -44,11 +47,12 @@ class CheckpointWriteError(RuntimeError):
 
 
 class TrainingInterrupted(Exception):
-    """SIGTERM stopped training after a checkpoint of the state at that point was written."""
+    """SIGTERM stopped training after a checkpoint of the state at that point was written (if ``checkpoint``);
+    ``resumable``: ``--resume`` continues from it (the predictor stage starts over instead)."""
 
-    def __init__(self, message: str, checkpoint: Path):
+    def __init__(self, message: str, checkpoint: Optional[Path], resumable: bool = True):
         super().__init__(message)
-        self.checkpoint = checkpoint
+        self.checkpoint, self.resumable = checkpoint, resumable
 
 
 class EpochInterrupted(Exception):
@@ -137,21 +141,23 @@ def resume_settings(
         given: Set[str],
         keys: Sequence[str] = RESUME_SETTINGS,
         override: bool = False,
+        growable: Sequence[str] = GROWABLE_SETTINGS,
 ) -> Dict[str, Any]:
-    """ The settings a resumed run continues with: ``current`` with every key of ``keys`` the caller did not give
-    (``given``) taken from the checkpoint's ``saved`` settings.
+    """ The settings a resumed run continues with: ``current`` with every key of ``keys`` and ``growable`` the caller
+    did not give (``given``) taken from the checkpoint's ``saved`` settings.
 
-    A given setting whose value differs from the checkpoint's raises one ValueError naming each such setting,
-    unless ``override``, which keeps the given values (the checkpoint's optimiser and schedule state still load).
+    A given setting of ``keys`` whose value differs from the checkpoint's raises one ValueError naming each such
+    setting, unless ``override``, which keeps the given values (the checkpoint's optimiser and schedule state still
+    load); ``growable`` ones may differ.
     """
     settings = dict(current)
     differ = []
-    for key in keys:
+    for key in (*keys, *growable):
         if key not in saved:
             continue
         if key not in given:
             settings[key] = saved[key]
-        elif saved[key] != current.get(key):
+        elif saved[key] != current.get(key) and key not in growable:
             differ.append(key)
     if differ and not override:
         listed = '; '.join(f'{{{k}}}: {literal(repr(saved[k]))} in the checkpoint, {literal(repr(current.get(k)))} now'

@@ -34,10 +34,10 @@ class GumbelSchedule:
 
     def __post_init__(self):
         if self.decay not in TAU_DECAYS:
-            raise setting_error(ValueError, f'{{gumbel_tau_decay}} must be one of {TAU_DECAYS}, got {self.decay!r}')
+            raise setting_error(ValueError, f'{{decay}} must be one of {TAU_DECAYS}, got {self.decay!r}')
         if self.tau <= 0 or (self.tau_end is not None and self.tau_end <= 0):
-            raise setting_error(ValueError, f'Gumbel temperatures must be > 0, got {{gumbel_tau}} {self.tau:g}, '
-                                            f'{{gumbel_tau_end}} {self.tau_end}')
+            raise setting_error(ValueError, f'Gumbel temperatures must be > 0, got {{tau}} {self.tau:g}, '
+                                            f'{{tau_end}} {self.tau_end}')
 
     def at(self, progress: float) -> float:
         return gumbel_tau(progress, self.tau, self.tau_end, self.decay)

@@ -26,7 +26,7 @@ from ..errors import literal, setting_error
 from ..evaluate import collect_predictions, metric_sums, resolution_names, stage_metrics
 from ..loss import DRNetLoss, MultiResolutionLoss
 from ..precision import Precision
-from .distributed import Distributed, all_min, any_rank, barrier, gather, reduce_sum
+from .distributed import Distributed, all_min, any_rank, average_gradients_hook, barrier, gather, reduce_sum
 from .params import predictor_param_groups
 from .resume import (
     EpochInterrupted, NonFiniteLossError, StopSignal, TrainingInterrupted, epoch_batches, resume_position,
@@ -42,7 +42,9 @@ _logger = logging.getLogger(__name__)
 
 @dataclass
 class StageSettings:
-    """ The settings of one training stage, in Python terms (``train.py``'s flags of the same names).
+    """ The settings of one training stage, in Python terms (mostly ``train.py``'s flags of the same names;
+    ``resume_optimizer`` is ``not --no-resume-opt``, ``broadcast_buffers`` ``not --no-ddp-bb``, ``gumbel`` the
+    ``--gumbel-tau*`` flags).
 
     ``optimizer`` and ``scheduler`` are timm's ``create_optimizer_v2`` / ``create_scheduler_v2`` keyword arguments
     (``timm.optim.optimizer_kwargs`` / ``timm.scheduler.scheduler_kwargs`` of the flags); the scheduler's
@@ -275,6 +277,8 @@ def train_stage(
     groups = predictor_param_groups(model, s.optimizer.get('weight_decay', 0.), s.predictor_lr_scale)
     if any(True for _ in loss.parameters()):  # the ensemble teacher's weights learn with the backbone's lr
         groups.append(dict(params=list(loss.parameters()), weight_decay=0., lr_scale=1.0))
+        for p in loss.parameters():  # outside DDP: their gradients are averaged over the ranks by hand
+            p.register_hook(average_gradients_hook(ctx))
     optimizer = create_optimizer_v2(groups, **s.optimizer)
 
     forward = StageForward(model, stage)
@@ -301,7 +305,7 @@ def train_stage(
             model_ema.module.load_state_dict(resume['state_dict_ema'])
         if 'scheduler' in resume:
             lr_scheduler.load_state_dict(resume['scheduler'])
-        if 'loss' in resume:
+        if resume.get('loss', {}).keys() == loss.state_dict().keys():  # not across distillation forms
             loss.load_state_dict(resume['loss'])
         if ctx.primary:
             _logger.info(f'Resumed stage {stage} after epoch {start_epoch} of {num_epochs}' + (
