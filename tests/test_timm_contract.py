@@ -235,3 +235,26 @@ def test_scripts_offer_every_predictor_and_name_flags_by_their_setting():
     error = setting_error(ValueError, 'set {num_classes} 10 and {flops_two_sided}, point {root} at {literal}')
     assert str(error) == 'set num_classes 10 and flops_two_sided, point root at literal'
     assert cli.error_message(error, parser) == 'set --num-classes 10 and --flops-two-sided, point --data-dir at literal'
+
+
+@pytest.mark.slow
+def test_swin_maps_of_a_mixed_batch_keep_their_layout():
+    """Swin's final maps are (B, H, W, C), its intermediates (B, C, H, W): each is resampled on its own axes."""
+    torch.manual_seed(0)
+    features = timm_drnet.create_drnet('swin_tiny_patch4_window7_224', predictor='mobile', num_classes=5,
+                                       features_only=True).eval()
+    features.model.mark_predictor_trained()
+    _force(features.model, [2, 0])
+    x = torch.randn(2, 3, 128, 128)
+    with torch.no_grad():
+        maps = features(x)
+    assert all(m.shape[0] == 2 and m.shape[1] == c for m, c in zip(maps, features.feature_info.channels()))
+    model = timm_drnet.create_drnet('swin_tiny_patch4_window7_224', predictor='mobile', num_classes=0,
+                                    global_pool='').eval()
+    model.mark_predictor_trained()
+    _force(model, [2, 0])
+    with torch.no_grad():
+        out = model(x)
+        full = select_resolution_bn(copy.deepcopy(model.backbone), 0).eval()(x[1:])
+    assert tuple(out.shape) == (2, *full.shape[1:]) and out.shape[-1] == 768  # (B, H, W, C)
+    torch.testing.assert_close(out[1:], full, rtol=1e-4, atol=1e-5)
