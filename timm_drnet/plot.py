@@ -102,14 +102,14 @@ def plot_examples(
 def plot_benchmark(report: Dict[str, Any], path: Path) -> None:
     """ Top-1 against GMACs of every model of a ``benchmarks/imagenette.py`` report: static curves, stage-1
     branches, cascade and predictor sweeps (random routing at matched GMACs is the curve of the routed model's own
-    branches), the paper's stage 2, the oracle."""
+    branches), the paper's stage 2, the oracle (the pretrained model without fine-tuning is far below: the table has
+    it)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 5.6))
 
     def curve(points, style, colour, label, **kw):
         points = sorted(points, key=lambda p: p['gmacs'])
         ax.plot([p['gmacs'] for p in points], [p['top1'] for p in points], style, c=colour, label=label, **kw)
-    curve(report['pretrained'], 'o:', 'grey', 'static, pretrained (no fine-tuning)')
     curve(report['static'], 's-', 'black', 'static, fine-tuned at 224 / 168 / 112 alone')
     curve(report['stage1'], '^--', 'tab:blue', 'stage 1 branches (= random routing over them)')
     curve(report['stage1_distilled'], '^-', 'tab:purple',
