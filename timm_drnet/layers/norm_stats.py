@@ -16,6 +16,8 @@ import torch
 import torch.utils.checkpoint
 from torch import nn
 
+from .resolution_norm import is_single_value, resolution_norms
+
 __all__ = ['checkpoint_with_batch_stats', 'guard_single_value_norms', 'running_stats_frozen']
 
 
@@ -26,8 +28,7 @@ def _batch_norms(module: nn.Module) -> List[nn.modules.batchnorm._BatchNorm]:
 def _single_value_pre_hook(norm: nn.Module, args) -> None:
     if norm.__dict__.pop('_drnet_single_value', False):  # a call that raised before its post-hook ran
         norm.training = True
-    x = args[0]
-    if norm.training and x.shape[1] and x.numel() == x.shape[1]:  # one value per channel: no batch statistics
+    if norm.training and is_single_value(args[0]):  # no batch statistics: the running ones, left alone
         norm.training = False
         norm._drnet_single_value = True
 
@@ -38,13 +39,16 @@ def _single_value_post_hook(norm: nn.Module, args, output) -> None:
 
 
 def guard_single_value_norms(module: nn.Module) -> nn.Module:
-    """ Let every batch norm under ``module`` take an input with one value per channel in training mode.
-
-    Such a call uses the running statistics (not updated by it); any other call is unchanged. Returns ``module``.
+    """ Let every batch norm under ``module`` take an input with one value per channel in training mode: such a call
+    uses the running statistics (not updated by it); any other call is unchanged. The private branches of
+    ``ResolutionBatchNorm`` do this in the wrapper's forward already; the other norms (a predictor's, shared ones)
+    get a pair of forward hooks. Returns ``module``.
     """
+    branches = {id(b) for norm in resolution_norms(module) for b in norm.branches}
     for norm in _batch_norms(module):
-        norm.register_forward_pre_hook(_single_value_pre_hook)
-        norm.register_forward_hook(_single_value_post_hook)
+        if id(norm) not in branches:
+            norm.register_forward_pre_hook(_single_value_pre_hook)
+            norm.register_forward_hook(_single_value_post_hook)
     return module
 
 

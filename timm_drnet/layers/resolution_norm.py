@@ -18,7 +18,8 @@ from timm.layers import FrozenBatchNormAct2d
 
 __all__ = [
     'ResolutionBatchNorm', 'convert_resolution_bn', 'select_resolution_bn', 'set_active_resolution',
-    'resolution_norms', 'is_batch_norm', 'is_layer_norm', 'unused_branch_anchor',
+    'resolution_norms', 'is_batch_norm', 'is_layer_norm', 'is_single_value', 'unused_branch_anchor',
+    'with_running_stats',
 ]
 
 # nn.BatchNorm*d, SyncBatchNorm, timm BatchNormAct2d / SyncBatchNormAct all derive from _BatchNorm
@@ -32,6 +33,9 @@ def is_batch_norm(module: nn.Module) -> bool:
 
 class ResolutionBatchNorm(nn.Module):
     """ ``num_resolutions`` private copies of one batch norm (or layer / group norm); ``active`` picks the copy in use.
+
+    A training input with one value per channel is normalised with the branch's running statistics
+    (``with_running_stats``): routed training may send a single image to any resolution.
 
     Each branch is a deep copy of the original layer, so it keeps the original's kind, statistics,
     affine parameters, eps / momentum and, for ``BatchNormAct2d``, the fused activation and drop.
@@ -49,7 +53,10 @@ class ResolutionBatchNorm(nn.Module):
         return len(self.branches)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.branches[self.active](x)
+        branch = self.branches[self.active]
+        if self.training and is_single_value(x):
+            return with_running_stats(branch, x)
+        return branch(x)
 
     def extra_repr(self) -> str:
         return f'active={self.active}'
@@ -58,6 +65,22 @@ class ResolutionBatchNorm(nn.Module):
 def is_layer_norm(module: nn.Module) -> bool:
     """True for layer and group norms with an affine to make private (timm's LayerNorm2d, GroupNorm1 included)."""
     return isinstance(module, (nn.LayerNorm, nn.GroupNorm)) and any(True for _ in module.parameters(recurse=False))
+
+
+def is_single_value(x: torch.Tensor) -> bool:
+    """True when a norm's input holds one value per channel: a batch norm has no batch statistics for it."""
+    return bool(x.shape[1]) and x.numel() == x.shape[1]
+
+
+def with_running_stats(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """ ``norm(x)`` normalised with its running statistics (as in eval), which it leaves alone; the affine weights
+    still get their gradient. For a training batch norm that sees one value per channel (one routed image whose map
+    is 1x1, MobileNetV4's norm on its pooled head), where torch has no batch statistics."""
+    norm.training = False
+    try:
+        return norm(x)
+    finally:
+        norm.training = True
 
 
 def convert_resolution_bn(module: nn.Module, num_resolutions: int, layer_norms: bool = False) -> nn.Module:
