@@ -52,6 +52,8 @@ parser.add_argument('--batch-sizes', nargs='+', type=int, default=[1, 32])
 parser.add_argument('--num-images', type=int, default=64, help='real images timed (batch 1: each one)')
 parser.add_argument('--rounds', type=int, default=7, help='timed rounds per configuration (median)')
 parser.add_argument('--target-fraction', type=float, default=0.5, help='budget: fraction of the 224 GMACs')
+parser.add_argument('--cascade-levels', type=int, nargs='+', default=None,
+                    help='candidate indices the cascade runs, in order (default: every candidate, smallest first)')
 parser.add_argument('--output', default='output/latency')
 
 ROUTINGS = ('static_224', 'static_168', 'static_112', 'predictor', 'cascade')
@@ -126,7 +128,7 @@ def bench_model(name: str, args, out: Path) -> List[Dict]:
     table = model.cost_table(input_size)
     budget = args.target_fraction * table.backbone[0]
     timm_drnet.set_budget(model, budget + table.predictor, images)
-    calibration = timm_drnet.set_cascade_budget(cascade_model, budget, images)
+    calibration = timm_drnet.set_cascade_budget(cascade_model, budget, images, levels=args.cascade_levels)
     sizes = model.candidate_sizes(*input_size[1:])
     statics = [select_resolution_bn(copy.deepcopy(model.backbone), j).eval() for j in range(model.num_resolutions)]
     rows = []
