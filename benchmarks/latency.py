@@ -172,6 +172,7 @@ def bench_model(name: str, args, out: Path) -> List[Dict]:
                 with torch.inference_mode():
                     for key in [k for k in fns if k[0] == 'compiled']:
                         fns[key]()
+        print(f'{name}, batch {bs}: {len(fns)} configurations ready, timing', flush=True)
         times = timed(fns, args.rounds)
         for path in args.paths:
             ms = {r: [1e3 * t / len(batches) for t in times[(path, r)]] for r in ROUTINGS}  # per batch

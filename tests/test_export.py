@@ -110,6 +110,20 @@ def test_runner_routes_like_the_model(exported):
     np.testing.assert_allclose(result.scores, model.predict_logits(x).detach().numpy(), atol=1e-4)
 
 
+def test_runner_threads_do_not_spin_unless_asked(exported):
+    """Spin-waiting threads of one graph's session would slow the next graph of the same routed call."""
+    import onnxruntime
+    directory = exported[1]
+    key = 'session.intra_op.allow_spinning'
+    runner = OnnxDRNet(directory)
+    for session in [runner.predictor, *runner.backbones]:
+        assert session.get_session_options().get_session_config_entry(key) == '0'
+    options = onnxruntime.SessionOptions()
+    options.add_session_config_entry(key, '1')
+    runner = OnnxDRNet(directory, session_options=options)
+    assert runner.backbones[0].get_session_options().get_session_config_entry(key) == '1'
+
+
 def test_graphs_hold_folded_private_norms(exported):
     model, directory, config, x = exported
     weights = []

@@ -135,12 +135,16 @@ class OnnxDRNet:
     Args:
         directory: folder holding ``drnet_onnx.json`` and the graphs.
         providers: onnxruntime execution providers, default ``['CPUExecutionProvider']``.
+        session_options: ``onnxruntime.SessionOptions`` for every graph; default: intra-op threads that do not
+            spin-wait. A routed call runs two or more graphs in turn, and each session's spinning threads would
+            take the cores from the next one (2-core CPU, Lite0, batch 1: 7.5 ms per image spinning, 4.6 without).
 
     Routes by the predictor graph, or by the confidence cascade the export carries (``cascade``; change it with
     ``set_cascade``); a model exported with an untrained predictor sends every image to the full resolution.
     """
 
-    def __init__(self, directory: Union[str, Path], providers: Optional[Sequence[str]] = None):
+    def __init__(self, directory: Union[str, Path], providers: Optional[Sequence[str]] = None,
+                 session_options: Optional[Any] = None):
         try:
             import onnxruntime
         except ImportError as e:
@@ -155,8 +159,12 @@ class OnnxDRNet:
         self.input_size = tuple(self.config['input_size'])
         self.num_classes = int(self.config['num_classes'])
         providers = list(providers or ['CPUExecutionProvider'])
-        self.predictor = onnxruntime.InferenceSession(str(directory / self.config['predictor']), providers=providers)
-        self.backbones = [onnxruntime.InferenceSession(str(directory / name), providers=providers)
+        if session_options is None:
+            session_options = onnxruntime.SessionOptions()
+            session_options.add_session_config_entry('session.intra_op.allow_spinning', '0')
+        self.predictor = onnxruntime.InferenceSession(str(directory / self.config['predictor']), session_options,
+                                                      providers=providers)
+        self.backbones = [onnxruntime.InferenceSession(str(directory / name), session_options, providers=providers)
                           for name in self.config['backbones']]
         self.predictor_trained = bool(self.config.get('predictor_trained', True))
         saved = self.config.get('cascade')
