@@ -3,8 +3,8 @@
 Times, in alternating rounds (median over rounds of the mean per image), the whole ``model(x)`` beside each of its
 parts run on their own: the input check, the predictor's input resize and the predictor, the hard selection, the
 branch switch (``set_resolution``), the resize to the routed resolution and the backbone at that resolution. What
-the parts do not account for is Python glue (the dispatch in ``DRNet._routed``). The static 224 model is timed
-beside them for scale.
+the parts do not account for is Python glue (the dispatch in ``DRNet._routed``). The backbone at 224 px (its 1x
+branch) is timed beside them for scale.
 
     python benchmarks/overhead.py --checkpoint output/imagenette/runs/predictor/predictor/last.pth.tar
 """
@@ -51,13 +51,14 @@ def main() -> None:
         set_statistics(model, images)
     model.eval()
     xs = [images[i:i + 1] for i in range(len(images))]
-    with torch.inference_mode():
-        routes = [int(model.forward_routed(x).resolution_index) for x in xs]
     sizes = model.candidate_sizes(*images.shape[2:])
     p = (model.predictor_size, model.predictor_size)
-    small = [resize(x, p) for x in xs]
-    logits = [model.predict_logits(x) for x in xs]
-    at_route = [resize(x, sizes[j]) for x, j in zip(xs, routes)]
+    m = model.num_resolutions
+    with torch.inference_mode():
+        routes = [int(model.forward_routed(x).resolution_index) for x in xs]
+        small = [resize(x, p) for x in xs]
+        logits = [model.predict_logits(x) for x in xs]
+        at_route = [resize(x, sizes[j]) for x, j in zip(xs, routes)]
     backbone = model.backbone
 
     def at_routes() -> None:
@@ -66,11 +67,11 @@ def main() -> None:
             backbone(x)
     fns = {
         'routed forward, model(x)': lambda: [model(x) for x in xs],
-        'static 224 backbone': lambda: [model.set_resolution(0) or backbone(x) for x in xs],
+        'backbone at 224 alone': lambda: [model.set_resolution(0) or backbone(x) for x in xs],
         'input check': lambda: [model.check_input(x) for x in xs],
         'predictor input resize': lambda: [resize(x, p) for x in xs],
         'predictor': lambda: [model.predictor(s) for s in small],
-        'selection (argmax, one-hot)': lambda: [model.select(z).argmax(-1).bincount(minlength=3).tolist()
+        'selection (argmax, one-hot)': lambda: [model.select(z).argmax(-1).bincount(minlength=m).tolist()
                                                 for z in logits],
         'branch switch (set_resolution)': lambda: [model.set_resolution(j) for j in routes],
         'resize to the routed size': lambda: [resize(x, sizes[j]) for x, j in zip(xs, routes)],
@@ -78,9 +79,9 @@ def main() -> None:
     }
     ms = timed(fns, args.rounds, len(xs))
     total = ms['routed forward, model(x)']
-    parts = sum(v for k, v in ms.items() if k not in ('routed forward, model(x)', 'static 224 backbone',
+    parts = sum(v for k, v in ms.items() if k not in ('routed forward, model(x)', 'backbone at 224 alone',
                                                       'branch switch (set_resolution)'))
-    share = [routes.count(j) / len(routes) for j in range(model.num_resolutions)]
+    share = [routes.count(j) / len(routes) for j in range(m)]
     print(f'{type(model.predictor).__name__} predictor at {p[0]} px; routes {"/".join(f"{s:.2f}" for s in share)}; '
           f'torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.rounds} rounds')
     print(f"{'part':34s} {'ms / image':>10s} {'of model(x)':>12s}")
