@@ -10,16 +10,14 @@ branch) is timed beside them for scale.
 """
 import argparse
 import statistics
-import time
 from pathlib import Path
-from typing import Callable, Dict, List
 
 import torch
 
 import timm_drnet  # noqa: F401  (registers the drnet_* models)
 from timm_drnet.config import load_drnet
 from timm_drnet.routing import resize
-from latency import load_images, set_statistics, stand_in
+from latency import load_images, set_statistics, stand_in, timed
 
 parser = argparse.ArgumentParser(description='Batch-1 eager overhead of a routed DRNet forward, part by part')
 parser.add_argument('--data-dir', default='../shared/data/imagenette224/val', help='ImageFolder of real photos')
@@ -27,20 +25,6 @@ parser.add_argument('--model', default='drnet_tf_efficientnet_lite0', help='stan
 parser.add_argument('--checkpoint', default='', help='a trained DRNet with a trained predictor')
 parser.add_argument('--num-images', type=int, default=32)
 parser.add_argument('--rounds', type=int, default=7)
-
-
-def timed(fns: Dict[str, Callable[[], None]], rounds: int, n: int) -> Dict[str, float]:
-    """Median over rounds of the milliseconds per image of each function, all timed in turn in every round."""
-    times: Dict[str, List[float]] = {k: [] for k in fns}
-    with torch.inference_mode():
-        for fn in fns.values():
-            fn()
-        for _ in range(rounds):
-            for k, fn in fns.items():
-                start = time.perf_counter()
-                fn()
-                times[k].append(1e3 * (time.perf_counter() - start) / n)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def main() -> None:
@@ -77,7 +61,7 @@ def main() -> None:
         'resize to the routed size': lambda: [resize(x, sizes[j]) for x, j in zip(xs, routes)],
         'backbone at the routed size + switch': at_routes,
     }
-    ms = timed(fns, args.rounds, len(xs))
+    ms = {k: 1e3 * statistics.median(v) / len(xs) for k, v in timed(fns, args.rounds).items()}
     total = ms['routed forward, model(x)']
     parts = sum(v for k, v in ms.items() if k not in ('routed forward, model(x)', 'backbone at 224 alone',
                                                       'branch switch (set_resolution)'))
