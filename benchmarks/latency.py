@@ -151,7 +151,7 @@ def bench_model(name: str, args, out: Path) -> List[Dict]:
                 static_fns = statics
                 routed, cascaded = model, cascade_model
             elif path == 'compiled':
-                static_fns = [torch.compile(copy.deepcopy(s)) for s in statics]
+                static_fns = [torch.compile(copy.deepcopy(s), dynamic=False) for s in statics]  # see compile.py
                 routed, cascaded = copy.deepcopy(model), copy.deepcopy(cascade_model)
                 routed.compile_for_inference()
                 cascaded.compile_for_inference()
@@ -206,6 +206,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     print(f'torch {torch.__version__}, {torch.get_num_threads()} threads; paths {args.paths}; median of '
           f'{args.rounds} alternating rounds', flush=True)
+    if 'compiled' in args.paths:  # each model compiles a graph per resolution and batch-size bucket, beyond 8
+        torch._dynamo.config.recompile_limit = 64
     start, rows = time.time(), []
     for name in args.models:
         rows += bench_model(name, args, out)

@@ -17,7 +17,7 @@ SIZE = 96
 
 @pytest.mark.parametrize('in_size,out_size', [
     ((96, 96), (72, 72)), ((96, 96), (48, 48)), ((224, 224), (168, 168)), ((225, 160), (113, 80)),
-    ((96, 96), (96, 48)), ((40, 300), (17, 33)),
+    ((96, 96), (96, 48)), ((40, 300), (17, 33)), ((48, 48), (64, 56)),
 ])
 def test_tap_resize_equals_interpolate(in_size, out_size):
     x = torch.randn(3, 3, *in_size)

@@ -113,3 +113,30 @@ def test_bf16_autocast_train_step_and_eval(warm_drnet, varied_images, device):
             per_resolution = [model(x, resolution_index=j) for j in range(model.num_resolutions)]
     expected = torch.stack([per_resolution[j][i] for i, j in enumerate(out.resolution_index.tolist())])
     torch.testing.assert_close(out.logits, expected, rtol=0.02, atol=0.02)
+
+
+def test_compiled_graphs_fix_every_size_but_the_batch(warm_drnet, varied_images):
+    """Each resolution and input size gets its own graph at fixed spatial sizes; only the batch is symbolic. With
+    dynamo's automatic dynamic shapes, a second input size would make the sizes symbolic, and inductor then stalls
+    in sympy on size-dependent padding."""
+    torch._dynamo.reset()
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(example_inputs)
+        return gm
+
+    model = warm_drnet()
+    model.compile_for_inference(backend=backend)
+    with torch.no_grad():
+        for size in (SIZE, SIZE + 32):
+            x = varied_images(8, size)
+            for batch in (3, 5):
+                model.predict_logits(x[:batch])
+                for j in range(model.num_resolutions):
+                    model(x[:batch], resolution_index=j)
+    assert len(graphs) == 2 * (model.num_resolutions + 1)
+    for inputs in graphs:
+        assert sum(isinstance(e, torch.SymInt) for e in inputs) == 1  # the batch size
+        images = [t for t in inputs if isinstance(t, torch.Tensor) and t.ndim == 4 and t.shape[1] == 3]
+        assert images and all(isinstance(d, int) for t in images for d in t.shape[1:])

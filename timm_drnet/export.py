@@ -6,7 +6,7 @@ Python as ``DRNet`` does in eval mode: predictor scores -> argmax -> each resolu
 that resolution's graph -> logits back in input order.
 
 Every graph takes the full-size image batch (dynamic batch axis) and resizes inside the graph with
-``TapResize`` (PyTorch's antialiased bilinear kernel as fixed taps, which ONNX ``Resize`` cannot
+``TapResize`` (PyTorch's antialiased bilinear kernel as two matrix products, which ONNX ``Resize`` cannot
 reproduce). A backbone graph holds that resolution's private batch norms folded into the convolutions;
 the predictor graph adds the resolution bias, so a budget set with ``set_budget`` is exported too. A confidence
 cascade set on the model (``set_cascade`` / ``set_cascade_budget``) is written to the config, and the runner

@@ -13,4 +13,4 @@ from .resolution_norm import (
     set_active_resolution,
     unused_branch_anchor,
 )
-from .resize import TapResize, resize_taps
+from .resize import TapResize, resize_matrix
