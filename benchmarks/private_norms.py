@@ -18,7 +18,7 @@ from common import Runner, load_json
 parser = argparse.ArgumentParser(description='shared against resolution-private layer norms on a small ViT')
 parser.add_argument('--output', default='output/private_norms')
 parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1])
-parser.add_argument('--epochs', type=int, default=5)
+parser.add_argument('--epochs', type=int, default=20)
 parser.add_argument('--samples', type=int, nargs=2, default=(6000, 2000), metavar=('TRAIN', 'VAL'))
 parser.add_argument('--reuse', action='store_true')
 
@@ -37,7 +37,7 @@ def main() -> None:
             run(f'train_{name}', 'train.py', [
                 '--stage', 'multires', '--epochs', str(args.epochs), '--synthetic-samples', *map(str, args.samples),
                 '--model', 'drnet', '--model-kwargs', *KWARGS, f'private_ln={private}', '--opt', 'adamw', '--lr',
-                '1e-3', '--weight-decay', '0.05', '--warmup-epochs', '1', '--seed', str(seed), '--output',
+                '1e-3', '--weight-decay', '0.05', '--warmup-epochs', '2', '--seed', str(seed), '--output',
                 str(out / 'runs'), '--experiment', name], ckpt)
             result = out / 'results' / f'{name}.json'
             run(f'val_{name}', 'validate.py', ['--checkpoint', str(ckpt), '--synthetic-samples', str(args.samples[1]),

@@ -108,6 +108,12 @@ def test_runner_routes_like_the_model(exported):
     assert result.resolution_index.tolist() == out.resolution_index.tolist()
     assert np.abs(result.logits - out.logits.numpy()).max() < 1e-4
     np.testing.assert_allclose(result.scores, model.predict_logits(x).detach().numpy(), atol=1e-4)
+    for j in range(model.num_resolutions):  # single images, and batches that all go one way
+        chosen = torch.nonzero(out.resolution_index == j).flatten()
+        for images in (x[chosen[:1]], x[chosen]):
+            one = OnnxDRNet(directory).forward_routed(images.numpy())
+            assert (one.resolution_index == j).all()
+            assert np.abs(one.logits - out.logits[chosen[:len(images)]].numpy()).max() < 1e-4
 
 
 def test_runner_threads_do_not_spin_unless_asked(exported):

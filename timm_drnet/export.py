@@ -201,8 +201,11 @@ class OnnxDRNet:
                                    np.eye(self.num_resolutions, dtype=np.float32)[np.zeros(x.shape[0], np.int64)])
         scores = self.predictor.run(None, {'images': x})[0]
         index = scores.argmax(1)
+        groups = np.unique(index)
+        if len(groups) == 1:  # one resolution for the whole batch (always, for one image): no gather, no scatter
+            return OnnxDRNetOutput(self.backbones[groups[0]].run(None, {'images': x})[0], index, scores)
         logits = np.empty((x.shape[0], self.num_classes), dtype=np.float32)
-        for j in np.unique(index):
+        for j in groups:
             chosen = np.flatnonzero(index == j)
             logits[chosen] = self.backbones[j].run(None, {'images': x[chosen]})[0]
         return OnnxDRNetOutput(logits, index, scores)
@@ -215,7 +218,7 @@ class OnnxDRNet:
         index = np.full(x.shape[0], levels[-1], dtype=np.int64)
         going = np.arange(x.shape[0])
         for k, j in enumerate(levels):
-            out = self.backbones[j].run(None, {'images': x[going]})[0]
+            out = self.backbones[j].run(None, {'images': x if len(going) == x.shape[0] else x[going]})[0]
             if k == len(levels) - 1:
                 stop = np.ones(len(going), dtype=bool)
             else:
