@@ -116,18 +116,18 @@ def test_runner_routes_like_the_model(exported):
             assert np.abs(one.logits - out.logits[chosen[:len(images)]].numpy()).max() < 1e-4
 
 
-def test_runner_threads_do_not_spin_unless_asked(exported):
-    """Spin-waiting threads of one graph's session would slow the next graph of the same routed call."""
+def test_runner_threads_stop_spinning_between_runs_unless_asked(exported):
+    """Threads one graph's session leaves spinning would slow the next graph of the same routed call."""
     import onnxruntime
     directory = exported[1]
-    key = 'session.intra_op.allow_spinning'
+    key = 'session.force_spinning_stop'
     runner = OnnxDRNet(directory)
     for session in [runner.predictor, *runner.backbones]:
-        assert session.get_session_options().get_session_config_entry(key) == '0'
+        assert session.get_session_options().get_session_config_entry(key) == '1'
     options = onnxruntime.SessionOptions()
-    options.add_session_config_entry(key, '1')
+    options.add_session_config_entry('session.intra_op.allow_spinning', '0')
     runner = OnnxDRNet(directory, session_options=options)
-    assert runner.backbones[0].get_session_options().get_session_config_entry(key) == '1'
+    assert runner.backbones[0].get_session_options().get_session_config_entry('session.intra_op.allow_spinning') == '0'
 
 
 def test_graphs_hold_folded_private_norms(exported):
