@@ -5,6 +5,8 @@ layer norm one private copy per resolution (only the affine weights can differ: 
 This trains timm's ``test_vit`` (patch 8 at 64 px, so 8x8 / 6x6 / 4x4 patches at 64 / 48 / 32 px) from scratch,
 stage 1 only, with the layer norms shared and private, for each seed, and evaluates every resolution alone on the
 validation images. One table: top-1 per resolution, the mean, and the private-minus-shared difference per seed.
+From scratch the ViT sits at chance for several epochs and leaves it at a random time, or not within the run; a
+seed where either model is still at chance is not compared (it says nothing about the norms).
 
     python benchmarks/private_norms.py --output output/private_norms
 """
@@ -14,6 +16,7 @@ import statistics
 from pathlib import Path
 
 from common import Runner, load_json
+from timm_drnet.data import SYNTHETIC_CLASSES
 
 parser = argparse.ArgumentParser(description='shared against resolution-private layer norms on a small ViT')
 parser.add_argument('--output', default='output/private_norms')
@@ -49,8 +52,14 @@ def main() -> None:
     for r in rows:
         print(f"{'private' if r['private_ln'] else 'shared':12s} {r['seed']:4d}  "
               f"{' / '.join(f'{t:.2f}' for t in r['top1']):24s}  {r['mean']:.2f}")
+    chance = 100 / len(SYNTHETIC_CLASSES)
     for seed in args.seeds:
         shared, private = [r for r in rows if r['seed'] == seed]
+        stuck = [r for r in (shared, private) if r['mean'] < 2 * chance]
+        if stuck:
+            print(f'seed {seed}: not compared, at chance: ' + ', '.join(
+                'private' if r['private_ln'] else 'shared' for r in stuck))
+            continue
         diff = [p - s for p, s in zip(private['top1'], shared['top1'])]
         print(f'private minus shared, seed {seed}: ' + ' / '.join(f'{d:+.2f}' for d in diff) +
               f' (mean {private["mean"] - shared["mean"]:+.2f})')
