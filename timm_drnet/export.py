@@ -137,9 +137,9 @@ class OnnxDRNet:
         providers: onnxruntime execution providers, default ``['CPUExecutionProvider']``.
         session_options: ``onnxruntime.SessionOptions`` for every graph; default: intra-op threads that spin-wait
             within a run but stop when it returns (``session.force_spinning_stop``). A routed call runs two or more
-            graphs in turn: threads left spinning by one graph take the cores from the next (2-core CPU, Lite0,
-            batch 1: 7.5 ms per image), threads that never spin wake up late for every op (4.6 ms), threads that
-            stop spinning between runs do neither (3.5 ms).
+            graphs in turn: threads left spinning by one graph take the cores from the next, threads that never
+            spin wake up late for every op; threads that stop spinning between runs do neither (Lite0's 112 then
+            224 px graphs, one image, 2-core CPU: 8.95 / 6.83-9.47 / 5.29-7.35 ms; docs/results.md).
 
     Routes by the predictor graph, or by the confidence cascade the export carries (``cascade``; change it with
     ``set_cascade``); a model exported with an untrained predictor sends every image to the full resolution.
