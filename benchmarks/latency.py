@@ -25,6 +25,7 @@ import argparse
 import copy
 import csv
 import json
+import shutil
 import statistics
 import tempfile
 import time
@@ -174,6 +175,7 @@ def bench_model(name: str, args, out: Path) -> List[Dict]:
                         fns[key]()
         print(f'{name}, batch {bs}: {len(fns)} configurations ready, timing', flush=True)
         times = timed(fns, args.rounds)
+        shutil.rmtree(onnx_dir)  # the sessions hold their graphs in memory
         for path in args.paths:
             ms = {r: [1e3 * t / len(batches) for t in times[(path, r)]] for r in ROUTINGS}  # per batch
             med = {r: statistics.median(v) for r, v in ms.items()}
