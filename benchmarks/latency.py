@@ -76,18 +76,24 @@ def stand_in(name: str) -> DRNet:
     return timm.create_model(name, predictor='mobile').eval()
 
 
-def set_statistics(model: DRNet, images: torch.Tensor) -> None:
-    """Real-image BN statistics for an untrained predictor (and a random backbone), so routes vary between images."""
-    modules = [model.predictor] + ([] if model.predictor_trained else [model.backbone])
+def set_statistics(model: DRNet, images: torch.Tensor, random_backbone: bool) -> None:
+    """Real-image BN statistics for an untrained predictor and, for a random backbone, for each of its resolutions,
+    so routes vary between images (real weights keep their own statistics)."""
+    modules = [model.predictor] + ([model.backbone] if random_backbone else [])
     for module in modules:
         for m in module.modules():
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                 m.reset_running_stats()
-                m.momentum = None
+                m.momentum = None  # a cumulative average over the calls below
     with torch.no_grad():
-        model.predictor.train()
+        for module in modules:
+            module.train()
         model.predict_logits(images)
-        model.predictor.eval()
+        if random_backbone:
+            for j in range(model.num_resolutions):
+                model.forward_resolution(images, j)
+        for module in modules:
+            module.eval()
     model.mark_predictor_trained()
 
 
@@ -122,7 +128,7 @@ def bench_model(name: str, args, out: Path) -> List[Dict]:
     model = load_drnet(trained) if trained else stand_in(name)
     images = load_images(Path(args.data_dir), model, args.num_images)
     if not trained:
-        set_statistics(model, images)
+        set_statistics(model, images, random_backbone=name != 'drnet_tf_efficientnet_lite0')
     cascade_model = load_drnet(args.cascade_checkpoint) if trained and args.cascade_checkpoint else \
         copy.deepcopy(model)
     input_size = tuple(images.shape[1:])
