@@ -105,6 +105,7 @@ def timed(fns: Dict[str, Callable[[], object]], rounds: int) -> Dict[str, List[f
             fn()
         for _ in range(rounds):
             for k, fn in fns.items():
+                time.sleep(0.2)  # the threads the previous configuration left spinning (OpenMP, onnxruntime) go idle
                 start = time.perf_counter()
                 fn()
                 times[k].append(time.perf_counter() - start)
