@@ -25,7 +25,7 @@ def compile_methods(cls: type, names: Sequence[str], **compile_kwargs) -> Dict[s
     padding (timm's Lite0 with TF "same" padding compiled at 224 then 168 px: over 13 min on a 2-core CPU, against
     under a minute per size with static sizes). The batch dimension stays dynamic (``run_compiled``).
     """
-    compile_kwargs = dict(dict(dynamic=False), **compile_kwargs)
+    compile_kwargs = {'dynamic': False, **compile_kwargs}
     return {name: torch.compile(getattr(cls, name), **compile_kwargs) for name in names}
 
 
