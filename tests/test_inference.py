@@ -1,7 +1,9 @@
 """ Inference paths: torch.compile without recompilation, channels_last, bf16 autocast training and eval."""
 import copy
 
+import pytest
 import torch
+from timm.utils import reparameterize_model
 from torch import nn
 from torch._dynamo.utils import counters
 
@@ -79,6 +81,23 @@ def test_channels_last_gives_the_same_logits(warm_drnet, varied_images, device):
     assert len(ref.resolution_index.unique()) > 1
     assert torch.equal(out.resolution_index, ref.resolution_index)
     torch.testing.assert_close(out.logits, ref.logits, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('predictor', ['mobile', 'resnet', 'backbone'])
+def test_reparameterize_model_folds_the_predictor_norms(warm_drnet, varied_images, predictor):
+    """timm's reparameterize_model folds each predictor's batch norms: the same scores, routes and logits as the
+    model it copied (the original keeps its norms)."""
+    model = warm_drnet(predictor=predictor)
+    folded = reparameterize_model(model)
+    norms = lambda m: [n for n in m.modules() if isinstance(n, nn.modules.batchnorm._BatchNorm)]  # noqa: E731
+    assert norms(model.predictor) and not norms(folded.predictor)
+    x = varied_images(12, SIZE)
+    with torch.no_grad():
+        torch.testing.assert_close(folded.predict_logits(x), model.predict_logits(x), rtol=1e-4, atol=1e-4)
+    want, got = routed(model, x), routed(folded, x)
+    assert len(want.resolution_index.unique()) > 1  # the routes vary: a fold that mixed them up would show
+    assert torch.equal(got.resolution_index, want.resolution_index)
+    torch.testing.assert_close(got.logits, want.logits)
 
 
 def test_bf16_autocast_train_step_and_eval(warm_drnet, varied_images, device):

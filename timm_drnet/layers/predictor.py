@@ -13,6 +13,9 @@ Beyond the paper, ``BackbonePredictor`` reuses the backbone's own first stages (
 ImageNet weights) at 64x64 input. The paper trains its predictor on 1.28M images; on a few thousand, a
 predictor learned from scratch does not learn which images need the large resolution, while early
 pretrained features already describe object scale and clutter (see ``benchmarks/predictor_ceiling.py``).
+
+Every predictor has ``reparameterize()``, which timm's ``reparameterize_model`` calls: for inference, its batch norms
+fold into the convolutions (Lite0's backbone predictor, one image, eager CPU: 15 fewer ops, about 0.2 of 1.1 ms).
 """
 import copy
 from typing import Optional, Sequence, Type
@@ -22,11 +25,27 @@ from torch import nn
 from timm.layers import ConvNormAct, SelectAdaptivePool2d, make_divisible
 from timm.models import BasicBlock, ResNet
 
+from .fold_bn import fold_batch_norms
+
 __all__ = ['ResNetPredictor', 'MobilePredictor', 'BackbonePredictor', 'InvertedResidual', 'create_predictor',
-           'PREDICTORS']
+           'PREDICTORS', 'FoldsForInference']
 
 
-class ResNetPredictor(ResNet):
+class FoldsForInference:
+    """ ``reparameterize()``: the batch norms folded into the convolutions they follow, in place, for inference.
+
+    timm's ``reparameterize_model`` calls it. The scores are the same to float rounding; the predictor is then in eval
+    mode with no batch norms to train.
+    """
+    default_input_size: int
+
+    def reparameterize(self) -> None:
+        conv = next(m for m in self.modules() if isinstance(m, nn.Conv2d))
+        size = self.default_input_size
+        fold_batch_norms(self, conv.weight.new_empty(2, conv.in_channels, size, size).normal_())
+
+
+class ResNetPredictor(FoldsForInference, ResNet):
     """ The paper's ResNet predictor: timm ResNet, one BasicBlock per stage, ``num_resolutions`` outputs."""
     first_conv = 'conv1'
     default_input_size = 128
@@ -53,7 +72,7 @@ class InvertedResidual(nn.Module):
         return x + shortcut if self.has_skip else x
 
 
-class MobilePredictor(nn.Module):
+class MobilePredictor(FoldsForInference, nn.Module):
     """ 4-stage inverted-residual predictor (one stride-2 block per stage) for 64x64 inputs."""
     first_conv = 'stem.conv'
     default_input_size = 64
@@ -83,7 +102,7 @@ class MobilePredictor(nn.Module):
         return self.fc(self.global_pool(x))
 
 
-class BackbonePredictor(nn.Module):
+class BackbonePredictor(FoldsForInference, nn.Module):
     """ A copy of a timm backbone's first ``feature_index + 1`` feature stages (index 2: stride 8 on ResNets and
     EfficientNets, 16 on ConvNeXt), average pooled, and a linear scorer. Built from the backbone before its BNs
     become private, so it starts from the backbone's weights; it then trains as the predictor's own copy.
