@@ -15,36 +15,18 @@ import argparse
 import copy
 import statistics
 import tempfile
-import time
 from pathlib import Path
-from typing import Callable, Dict, List
 
 import numpy as np
 import torch
 
 from timm_drnet.pretrained import efficientnet_lite0_pretrained
+from latency import timed
 
 parser = argparse.ArgumentParser(description='one model on every call against two copies called in turn')
 parser.add_argument('--size', type=int, default=112, help='input side in px')
 parser.add_argument('--calls', type=int, default=40, help='calls per round')
 parser.add_argument('--rounds', type=int, default=11, help='rounds (median)')
-
-
-def per_call_ms(fns: Dict[str, List[Callable[[], object]]], calls: int, rounds: int) -> Dict[str, List[float]]:
-    """ms per call of each sequence of functions (called in turn, ``calls`` calls a round), timed in rounds."""
-    times: Dict[str, List[float]] = {k: [] for k in fns}
-    with torch.inference_mode():
-        for seq in fns.values():  # warm-up
-            for fn in seq * 4:
-                fn()
-        for _ in range(rounds):
-            for k, seq in fns.items():
-                time.sleep(0.2)  # threads the previous timing left spinning go idle
-                start = time.perf_counter()
-                for i in range(calls):
-                    seq[i % len(seq)]()
-                times[k].append(1e3 * (time.perf_counter() - start) / calls)
-    return times
 
 
 def main() -> None:
@@ -68,7 +50,8 @@ def main() -> None:
         'eager, one model': [lambda: model(x)],
         'eager, model and copy in turn': [lambda: model(x), lambda: copy_of_model(x)],
     }
-    times = per_call_ms(fns, args.calls, args.rounds)
+    runs = {k: (lambda seq=seq: [seq[i % len(seq)]() for i in range(args.calls)]) for k, seq in fns.items()}
+    times = {k: [1e3 * t / args.calls for t in v] for k, v in timed(runs, args.rounds).items()}  # ms per call
     med = {k: statistics.median(v) for k, v in times.items()}
     print(f'tf_efficientnet_lite0 at {args.size} px, one image, {torch.get_num_threads()} threads; ms per call, '
           f'median of {args.rounds} rounds of {args.calls} calls (p10-p90)')
