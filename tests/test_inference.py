@@ -18,11 +18,11 @@ def routed(model, x):
 
 
 def test_compile_one_graph_per_resolution_without_recompiles(warm_drnet, varied_images, device):
-    """After warm-up calls at each resolution, batches of other sizes and routings reuse the graphs.
+    """After warm-up calls at each resolution with a group of several images and a single image, batches of other
+    sizes and routings reuse the graphs: one per region for groups of any size, one per region for single images.
 
     CPU runs the dynamo + AOT autograd stack with the 'aot_eager' backend, whose guards decide
-    recompiles (inductor's C++ codegen takes over a minute here, and on CPU it adds a graph for single
-    images, see ``compile_for_inference``); CUDA runs inductor and may hold a graph per batch bucket.
+    recompiles (inductor's C++ codegen takes over a minute here); CUDA runs inductor.
     """
     torch._dynamo.reset()
     model = warm_drnet().to(device)
@@ -36,10 +36,7 @@ def test_compile_one_graph_per_resolution_without_recompiles(warm_drnet, varied_
             for j in range(model.num_resolutions):
                 model(x[:batch], resolution_index=j)
     graphs, frames = counters['stats']['unique_graphs'], counters['frames']['total']
-    if device.type == 'cpu':
-        assert graphs == model.num_resolutions + 1  # predictor + one per resolution, any batch size
-    else:
-        assert graphs <= 2 * (model.num_resolutions + 1)
+    assert graphs == 2 * (model.num_resolutions + 1)  # predictor + one per resolution, for groups and single images
 
     g = torch.Generator().manual_seed(0)
     seen = set()
@@ -135,9 +132,9 @@ def test_bf16_autocast_train_step_and_eval(warm_drnet, varied_images, device):
 
 
 def test_compiled_graphs_fix_every_size_but_the_batch(warm_drnet, varied_images):
-    """Each resolution and input size gets its own graph at fixed spatial sizes; only the batch is symbolic. With
-    dynamo's automatic dynamic shapes, a second input size would make the sizes symbolic, and inductor then stalls
-    in sympy on size-dependent padding."""
+    """Each resolution and input size gets its own graph at fixed spatial sizes; only the batch of a group is
+    symbolic, and a single image's graph fixes every size. With dynamo's automatic dynamic shapes, a second input
+    size would make the sizes symbolic, and inductor then stalls in sympy on size-dependent padding."""
     torch._dynamo.reset()
     graphs = []
 
@@ -150,12 +147,16 @@ def test_compiled_graphs_fix_every_size_but_the_batch(warm_drnet, varied_images)
     with torch.no_grad():
         for size in (SIZE, SIZE + 32):
             x = varied_images(8, size)
-            for batch in (3, 5):
+            for batch in (3, 5, 1):
                 model.predict_logits(x[:batch])
                 for j in range(model.num_resolutions):
                     model(x[:batch], resolution_index=j)
-    assert len(graphs) == 2 * (model.num_resolutions + 1)
+    assert len(graphs) == 2 * 2 * (model.num_resolutions + 1)  # per input size: groups, single images
+    symbolic = []
     for inputs in graphs:
-        assert sum(isinstance(e, torch.SymInt) for e in inputs) == 1  # the batch size
         images = [t for t in inputs if isinstance(t, torch.Tensor) and t.ndim == 4 and t.shape[1] == 3]
         assert images and all(isinstance(d, int) for t in images for d in t.shape[1:])
+        symbolic.append(sum(isinstance(e, torch.SymInt) for e in inputs))
+        batch = [t.shape[0] for t in images if t.shape[-1] in (SIZE, SIZE + 32)]  # the images, not a 3-channel conv
+        assert batch == [1] if symbolic[-1] == 0 else symbolic[-1] == 1  # one image, or the group's batch size
+    assert symbolic.count(0) == symbolic.count(1) == 2 * (model.num_resolutions + 1)

@@ -29,7 +29,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from .backbone import create_backbone, fit_size_multiple
-from .compile import compile_methods, run_compiled
+from .compile import CompiledMethod, compile_methods
 from .costs import CostTable, CostTables, count_cost_table, eval_mode
 from .layers import (
     PREDICTORS, checkpoint_with_batch_stats, convert_resolution_bn, create_predictor, guard_single_value_norms,
@@ -141,7 +141,7 @@ class DRNet(nn.Module):
         self.grad_checkpointing = False
         self._norms = resolution_norms(self.backbone)
         self._costs = CostTables()
-        self._compiled: Dict[str, Callable] = {}  # filled by compile_for_inference()
+        self._compiled: Dict[str, CompiledMethod] = {}  # filled by compile_for_inference()
         self._grid = FullGrid()  # where spatial outputs of smaller candidates are resampled to
         self._warned_untrained = False
         for table in cost_tables or ():
@@ -219,7 +219,7 @@ class DRNet(nn.Module):
     def _run(self, name: str, x: torch.Tensor, *args) -> torch.Tensor:
         """Call method ``name`` eagerly, or its compiled graph in eval mode after ``compile_for_inference``."""
         compiled = None if self.training or not x.shape[0] else self._compiled.get(name)
-        return getattr(self, name)(x, *args) if compiled is None else run_compiled(compiled, self, x, *args)
+        return getattr(self, name)(x, *args) if compiled is None else compiled(self, x, *args)
 
     def compile_for_inference(self, **compile_kwargs) -> None:
         """ ``torch.compile`` the predictor and the backbone at each resolution, used in eval mode (see ``compile``);
