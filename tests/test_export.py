@@ -10,6 +10,7 @@ import torch.nn.functional as F
 import timm
 
 from timm_drnet import ONNX_CONFIG_NAME, OnnxDRNet, TapResize, export_onnx, fold_batch_norms
+from timm_drnet.layers import AxisResize, resize_matrix, strided_taps
 from timm_drnet.layers import is_batch_norm
 
 SIZE = 96
@@ -17,7 +18,7 @@ SIZE = 96
 
 @pytest.mark.parametrize('in_size,out_size', [
     ((96, 96), (72, 72)), ((96, 96), (48, 48)), ((224, 224), (168, 168)), ((225, 160), (113, 80)),
-    ((96, 96), (96, 48)), ((40, 300), (17, 33)), ((48, 48), (64, 56)),
+    ((96, 96), (96, 48)), ((40, 300), (17, 33)), ((48, 48), (64, 56)), ((96, 224), (32, 56)),
 ])
 def test_tap_resize_equals_interpolate(in_size, out_size):
     x = torch.randn(3, 3, *in_size)
@@ -25,6 +26,29 @@ def test_tap_resize_equals_interpolate(in_size, out_size):
     torch.testing.assert_close(TapResize(in_size, out_size)(x), ref, rtol=0, atol=2e-6)
     with pytest.raises(ValueError, match='built for'):
         TapResize(in_size, out_size)(torch.randn(1, 3, 50, 50))
+    with pytest.raises(ValueError, match='built for'):
+        TapResize(in_size, out_size)(torch.randn(1, 4, *in_size))
+
+
+@pytest.mark.parametrize('in_len,out_len,stride', [(224, 112, 2), (96, 32, 3), (224, 56, 4), (225, 113, None),
+                                                   (224, 168, None), (48, 64, None)])
+def test_whole_factor_axes_run_as_strided_convolutions(in_len, out_len, stride):
+    """An axis that shrinks by a whole factor is a convolution of one kernel (renormalised at the edges): the band it
+    spans, rebuilt tap by tap, is PyTorch's resize of that axis; other axes stay matrix products."""
+    axis = AxisResize(in_len, out_len, -1, channels=3)
+    if stride is None:
+        assert axis.weight is None and strided_taps(resize_matrix(in_len, out_len)) is None
+        return
+    assert axis.weight is not None and axis.matrix is None and axis.stride == (1, stride)
+    kernel, padding, scale = strided_taps(resize_matrix(in_len, out_len))
+    rebuilt = torch.zeros(out_len, in_len)
+    for o in range(out_len):
+        for k, w in enumerate(kernel):
+            if 0 <= stride * o - padding + k < in_len:
+                rebuilt[o, stride * o - padding + k] = w * scale[o]
+    basis = torch.eye(in_len).view(in_len, 1, 1, in_len).expand(-1, -1, 2, -1)  # one-hot rows, 2 high
+    ref = F.interpolate(basis, size=(2, out_len), mode='bilinear', align_corners=False, antialias=True)[:, 0, 0]
+    torch.testing.assert_close(rebuilt, ref.t(), rtol=0, atol=1e-7)
 
 
 def random_bn_stats(model: nn.Module) -> nn.Module:
@@ -138,9 +162,9 @@ def test_graphs_hold_folded_private_norms(exported):
         ops = {node.op_type for node in graph.graph.node}
         assert 'BatchNormalization' not in ops and 'Conv' in ops
         assert graph.graph.input[0].type.tensor_type.shape.dim[0].dim_param == 'batch'
-        conv = next(n for n in graph.graph.node if n.op_type == 'Conv')
-        init = {i.name: i for i in graph.graph.initializer}
-        weights.append(onnx.numpy_helper.to_array(init[conv.input[1]]))
+        init = {i.name: onnx.numpy_helper.to_array(i) for i in graph.graph.initializer}
+        stem = next(n for n in graph.graph.node if n.op_type == 'Conv' and n.input[1] in init)
+        weights.append(init[stem.input[1]])  # the stem, not the 0.5x graph's resize (a Constant node)
     # the first conv's weight carries each resolution's own BN statistics
     assert not np.allclose(weights[0], weights[1]) and not np.allclose(weights[1], weights[2])
     assert config['resolutions'] == list(model.resolutions) and config['cost_table']['unit'] == 'gmacs'

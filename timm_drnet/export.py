@@ -6,8 +6,8 @@ Python as ``DRNet`` does in eval mode: predictor scores -> argmax -> each resolu
 that resolution's graph -> logits back in input order.
 
 Every graph takes the full-size image batch (dynamic batch axis) and resizes inside the graph with
-``TapResize`` (PyTorch's antialiased bilinear kernel as two matrix products, which ONNX ``Resize`` cannot
-reproduce). A backbone graph holds that resolution's private batch norms folded into the convolutions;
+``TapResize`` (PyTorch's antialiased bilinear kernel as matrix products and strided convolutions, which ONNX
+``Resize`` cannot reproduce). A backbone graph holds that resolution's private batch norms folded into the convolutions;
 the predictor graph adds the resolution bias, so a budget set with ``set_budget`` is exported too. A confidence
 cascade set on the model (``set_cascade`` / ``set_cascade_budget``) is written to the config, and the runner
 then routes by it: each level's graph on the images still going, stopping on the top softmax probability.
@@ -53,7 +53,7 @@ def _graph(net: nn.Module, in_size: Tuple[int, int], out_size: Tuple[int, int], 
     net = net.float().cpu().eval()
     if fold_bn:
         fold_batch_norms(net, torch.randn(2, in_chans, *out_size))
-    return _ResizedGraph(TapResize(in_size, out_size), net, bias).eval()
+    return _ResizedGraph(TapResize(in_size, out_size, in_chans), net, bias).eval()
 
 
 def export_onnx(

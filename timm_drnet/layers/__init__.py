@@ -14,4 +14,4 @@ from .resolution_norm import (
     set_active_resolution,
     unused_branch_anchor,
 )
-from .resize import TapResize, resize_matrix
+from .resize import AxisResize, TapResize, resize_matrix, strided_taps
