@@ -46,7 +46,7 @@ from timm.utils import reparameterize_model
 from PIL import Image
 
 import timm_drnet
-from timm_drnet import DRNet, fold_batch_norms, select_resolution_bn
+from timm_drnet import DRNet, fix_same_padding, fold_batch_norms, select_resolution_bn
 from timm_drnet.config import load_drnet, run_data_config
 from timm_drnet.pretrained import efficientnet_lite0_pretrained
 
@@ -121,11 +121,13 @@ def timed(fns: Dict[str, Callable[[], object]], rounds: int) -> Dict[str, List[f
 
 
 def onnx_static(backbone: torch.nn.Module, size, directory: Path, j: int) -> Tuple[Callable, Callable]:
-    """ onnxruntime sessions of a static backbone (batch norms folded, as in the DRNet export) at input ``size``: one
-    with the default options, for a loop over this model alone, and one whose threads stop spinning when a run
-    returns, as ``OnnxDRNet``'s, for a mix of models (threads left spinning by one model slow the next)."""
+    """ onnxruntime sessions of a static backbone (TF "SAME" padding fixed and batch norms folded, as in the DRNet
+    export) at input ``size``: one with the default options, for a loop over this model alone, and one whose threads
+    stop spinning when a run returns, as ``OnnxDRNet``'s, for a mix of models (threads left spinning by one model
+    slow the next)."""
     import onnxruntime
-    net = fold_batch_norms(copy.deepcopy(backbone).float().eval(), torch.randn(2, 3, *size))
+    example = torch.randn(2, 3, *size)
+    net = fold_batch_norms(fix_same_padding(copy.deepcopy(backbone).float().eval(), example), example)
     path = directory / f'static_{j}.onnx'
     torch.onnx.export(net, (torch.randn(2, 3, *size),), str(path), dynamo=False, opset_version=17,
                       input_names=['images'], output_names=['logits'],

@@ -1,4 +1,5 @@
 """ ONNX export: exact resize taps, BN folding, per-graph and routed parity with onnxruntime, the runner."""
+import copy
 import json
 
 import numpy as np
@@ -8,9 +9,10 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 import timm
+from timm.layers import Conv2dSame
 
 from timm_drnet import ONNX_CONFIG_NAME, OnnxDRNet, TapResize, export_onnx, fold_batch_norms
-from timm_drnet.layers import AxisResize, resize_matrix, strided_taps
+from timm_drnet.layers import AxisResize, StaticPadConv2d, fix_same_padding, resize_matrix, strided_taps
 from timm_drnet.layers import is_batch_norm
 
 SIZE = 96
@@ -93,10 +95,14 @@ def test_fold_leaves_norms_after_other_layers_and_refuses_shared_outputs():
         fold_batch_norms(random_bn_stats(Shared()), torch.randn(2, 3, 16, 16))
 
 
-@pytest.fixture(scope='module', params=['test_resnet', 'test_efficientnet'])
+@pytest.fixture(scope='module', params=['test_resnet', 'test_efficientnet', 'test_efficientnet_same'])
 def exported(request, warm_drnet, varied_images, tmp_path_factory):
-    """A warm DRNet whose resolution bias spreads the images over all resolutions, exported to ONNX."""
-    model = warm_drnet(request.param)
+    """A warm DRNet whose resolution bias spreads the images over all resolutions, exported to ONNX (``_same``: with
+    TF "SAME" padding, timm's ``Conv2dSame``)."""
+    if request.param.endswith('_same'):
+        model = warm_drnet(timm.create_model(request.param[:-len('_same')], pad_type='same'))
+    else:
+        model = warm_drnet(request.param)
     x = varied_images(24, SIZE, generator_seed=5)
     with torch.no_grad():
         scores = model.predict_logits(x)
@@ -168,6 +174,40 @@ def test_graphs_hold_folded_private_norms(exported):
     # the first conv's weight carries each resolution's own BN statistics
     assert not np.allclose(weights[0], weights[1]) and not np.allclose(weights[1], weights[2])
     assert config['resolutions'] == list(model.resolutions) and config['cost_table']['unit'] == 'gmacs'
+
+
+def test_graphs_work_out_no_sizes_at_run_time(exported):
+    """Every size but the batch is fixed in the graphs: no ``Shape`` chains (timm's ``Conv2dSame`` pads are fixed)."""
+    model, directory, config, x = exported
+    for name in [config['predictor'], *config['backbones']]:
+        ops = {node.op_type for node in onnx.load(str(directory / name)).graph.node}
+        assert 'Shape' not in ops, name
+    if any(isinstance(m, Conv2dSame) for m in model.modules()):
+        assert 'Pad' in ops
+
+
+def test_fix_same_padding_equals_timms_dynamic_padding():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = Conv2dSame(3, 4, 3, stride=2)
+            self.b = Conv2dSame(4, 4, 5, stride=2, dilation=2)
+            self.c = nn.Sequential(Conv2dSame(4, 4, 4, stride=3, groups=2))
+            self.twice = Conv2dSame(4, 4, 3, stride=2)
+
+        def forward(self, x):
+            x = self.c(self.b(self.a(x)))
+            return self.twice(self.twice(x))  # at two sizes: stays dynamic
+
+    net = Net().eval()
+    x = torch.randn(2, 3, 37, 50)
+    with torch.no_grad():
+        ref = net(x)
+        fixed = fix_same_padding(copy.deepcopy(net), x)
+        assert isinstance(fixed.a, StaticPadConv2d) and isinstance(fixed.c[0], StaticPadConv2d)
+        assert type(fixed.twice) is Conv2dSame
+        assert torch.equal(fixed(x), ref)
+        assert fixed.a.weight is not net.a.weight and torch.equal(fixed.a.weight, net.a.weight)
 
 
 def test_runner_errors(exported, tmp_path):

@@ -26,6 +26,7 @@ from .layers import (
     TapResize,
     convert_resolution_bn,
     create_predictor,
+    fix_same_padding,
     fold_batch_norms,
     guard_single_value_norms,
     resolution_norms,

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .layers import TapResize, fold_batch_norms, select_resolution_bn
+from .layers import TapResize, fix_same_padding, fold_batch_norms, select_resolution_bn
 from .routing import Cascade, check_cascade
 
 if TYPE_CHECKING:
@@ -51,8 +51,10 @@ class _ResizedGraph(nn.Module):
 def _graph(net: nn.Module, in_size: Tuple[int, int], out_size: Tuple[int, int], in_chans: int,
            fold_bn: bool, bias: Optional[torch.Tensor] = None) -> nn.Module:
     net = net.float().cpu().eval()
+    example = torch.randn(2, in_chans, *out_size)
+    fix_same_padding(net, example)  # the graph's input size is fixed: so is TF "SAME" padding
     if fold_bn:
-        fold_batch_norms(net, torch.randn(2, in_chans, *out_size))
+        fold_batch_norms(net, example)
     return _ResizedGraph(TapResize(in_size, out_size, in_chans), net, bias).eval()
 
 

@@ -15,3 +15,4 @@ from .resolution_norm import (
     unused_branch_anchor,
 )
 from .resize import AxisResize, TapResize, resize_matrix, strided_taps
+from .same_padding import StaticPadConv2d, fix_same_padding
