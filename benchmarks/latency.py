@@ -129,9 +129,7 @@ def onnx_static(backbone: torch.nn.Module, size, directory: Path, j: int) -> Tup
     example = torch.randn(2, 3, *size)
     net = fold_batch_norms(fix_same_padding(copy.deepcopy(backbone).float().eval(), example), example)
     path = directory / f'static_{j}.onnx'
-    torch.onnx.export(net, (torch.randn(2, 3, *size),), str(path), dynamo=False, opset_version=17,
-                      input_names=['images'], output_names=['logits'],
-                      dynamic_axes={'images': {0: 'batch'}, 'logits': {0: 'batch'}})
+    timm_drnet.write_graph(net, example, path)  # as export_onnx writes the DRNet's graphs
     alone = onnxruntime.InferenceSession(str(path), providers=['CPUExecutionProvider'])
     options = onnxruntime.SessionOptions()
     options.add_session_config_entry('session.force_spinning_stop', '1')

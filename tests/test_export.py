@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import timm
 from timm.layers import Conv2dSame
 
-from timm_drnet import ONNX_CONFIG_NAME, OnnxDRNet, TapResize, export_onnx, fold_batch_norms
+from timm_drnet import ONNX_CONFIG_NAME, OnnxDRNet, TapResize, export_onnx, fold_batch_norms, write_graph
 from timm_drnet.layers import AxisResize, StaticPadConv2d, fix_same_padding, resize_matrix, strided_taps
 from timm_drnet.layers import is_batch_norm
 
@@ -177,13 +177,47 @@ def test_graphs_hold_folded_private_norms(exported):
 
 
 def test_graphs_work_out_no_sizes_at_run_time(exported):
-    """Every size but the batch is fixed in the graphs: no ``Shape`` chains (timm's ``Conv2dSame`` pads are fixed)."""
+    """Every size but the batch is fixed in the graphs: no ``Shape`` chains, and timm's TF "SAME" pads sit in the
+    ``Conv`` nodes (asymmetric where the input size needs it), with no ``Pad`` node."""
     model, directory, config, x = exported
+    asymmetric = 0
     for name in [config['predictor'], *config['backbones']]:
-        ops = {node.op_type for node in onnx.load(str(directory / name)).graph.node}
-        assert 'Shape' not in ops, name
-    if any(isinstance(m, Conv2dSame) for m in model.modules()):
-        assert 'Pad' in ops
+        nodes = onnx.load(str(directory / name)).graph.node
+        assert not {'Shape', 'Pad'} & {node.op_type for node in nodes}, name
+        for node in nodes:
+            pads = next((list(a.ints) for a in node.attribute if a.name == 'pads'), [0] * 4)
+            asymmetric += node.op_type == 'Conv' and pads[:2] != pads[2:]
+    assert (asymmetric > 0) == any(isinstance(m, Conv2dSame) for m in model.modules())
+
+
+def test_pads_move_into_the_convolutions_they_feed(tmp_path):
+    """Zero pads before a ``Conv`` become its ``pads``; a pad of another value, or before another op, stays."""
+    import onnxruntime
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = StaticPadConv2d(nn.Conv2d(3, 4, 3, stride=2), (0, 1, 1, 2))
+            self.b = nn.Conv2d(4, 4, 3, padding=1)
+            self.c = nn.Conv2d(4, 4, 3)
+
+        def forward(self, x):
+            x = self.b(self.a(x))
+            y = self.c(F.pad(x, (1, 1, 1, 1), value=0.5))
+            return F.max_pool2d(F.pad(y, (0, 1, 0, 1)), 2)
+
+    net = Net().eval()
+    x = torch.randn(2, 3, 21, 30)
+    write_graph(net, x, tmp_path / 'net.onnx')
+    graph = onnx.load(str(tmp_path / 'net.onnx')).graph
+    assert [n.op_type for n in graph.node].count('Pad') == 2  # the 0.5 pad, and the pad before the max pool
+    convs = [n for n in graph.node if n.op_type == 'Conv']
+    assert [list(a.ints) for a in convs[0].attribute if a.name == 'pads'] == [[1, 0, 2, 1]]  # H, W begins; ends
+    session = onnxruntime.InferenceSession(str(tmp_path / 'net.onnx'), providers=['CPUExecutionProvider'])
+    for batch in (1, 2):
+        with torch.no_grad():
+            ref = net(x[:batch]).numpy()
+        assert np.abs(session.run(None, {'images': x[:batch].numpy()})[0] - ref).max() < 1e-5
 
 
 def test_fix_same_padding_equals_timms_dynamic_padding():

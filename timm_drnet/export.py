@@ -23,12 +23,13 @@ import torch
 from torch import nn
 
 from .layers import TapResize, fix_same_padding, fold_batch_norms, select_resolution_bn
+from .onnx_passes import fuse_pads_into_convs
 from .routing import Cascade, check_cascade
 
 if TYPE_CHECKING:
     from .drnet import DRNet
 
-__all__ = ['export_onnx', 'OnnxDRNet', 'OnnxDRNetOutput', 'ONNX_CONFIG_NAME']
+__all__ = ['export_onnx', 'write_graph', 'OnnxDRNet', 'OnnxDRNetOutput', 'ONNX_CONFIG_NAME']
 
 ONNX_CONFIG_NAME = 'drnet_onnx.json'
 _FORMAT = 'timm-drnet-onnx'
@@ -56,6 +57,25 @@ def _graph(net: nn.Module, in_size: Tuple[int, int], out_size: Tuple[int, int], 
     if fold_bn:
         fold_batch_norms(net, example)
     return _ResizedGraph(TapResize(in_size, out_size, in_chans), net, bias).eval()
+
+
+def write_graph(net: nn.Module, example: torch.Tensor, path: Union[str, Path], output_name: str = 'logits',
+                opset_version: int = 17) -> None:
+    """ Export ``net`` on ``example`` to the ONNX file ``path``: input ``images`` with a dynamic batch axis, output
+    ``output_name``, constant pads moved into the convolutions they feed (``fuse_pads_into_convs``)."""
+    import onnx
+    with warnings.catch_warnings():
+        # the TorchScript exporter: it needs no onnxscript and handles every op these graphs hold
+        warnings.filterwarnings('ignore', 'You are using the legacy TorchScript-based ONNX export')
+        warnings.filterwarnings('ignore', 'The feature will be removed')
+        warnings.filterwarnings('ignore', 'Constant folding - Only steps=1')  # the pads' flip: fused below
+        torch.onnx.export(
+            net, (example,), str(path), dynamo=False, opset_version=opset_version, input_names=['images'],
+            output_names=[output_name], dynamic_axes={'images': {0: 'batch'}, output_name: {0: 'batch'}},
+        )
+    graph = onnx.load(str(path))
+    if fuse_pads_into_convs(graph):
+        onnx.save(graph, str(path))
 
 
 def export_onnx(
@@ -91,16 +111,8 @@ def export_onnx(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     for name, graph in graphs.items():
-        output = 'scores' if name == 'predictor.onnx' else 'logits'
-        with warnings.catch_warnings():
-            # the TorchScript exporter: it needs no onnxscript and handles every op these graphs hold
-            warnings.filterwarnings('ignore', 'You are using the legacy TorchScript-based ONNX export')
-            warnings.filterwarnings('ignore', 'The feature will be removed')
-            torch.onnx.export(
-                graph, (example,), str(directory / name), dynamo=False, opset_version=opset_version,
-                input_names=['images'], output_names=[output],
-                dynamic_axes={'images': {0: 'batch'}, output: {0: 'batch'}},
-            )
+        write_graph(graph, example, directory / name, 'scores' if name == 'predictor.onnx' else 'logits',
+                    opset_version)
     try:
         cost_table = model.cost_table(input_size).to_dict()
     except KeyError:  # a measured (ms) table exists for other input sizes only
