@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
+from .probe import probe_forward
 from .resolution_norm import is_batch_norm
 
 __all__ = ['fold_batch_norms']
@@ -44,12 +45,7 @@ def _conv_norm_pairs(module: nn.Module, example: torch.Tensor) -> List[Tuple[str
             handles.append(m.register_forward_hook(on_conv(name)))
         elif is_batch_norm(m) and name and getattr(m, 'running_var', None) is not None:
             handles.append(m.register_forward_pre_hook(on_norm(name)))
-    try:
-        with torch.no_grad():
-            module(example)
-    finally:
-        for h in handles:
-            h.remove()
+    probe_forward(module, example, handles)
     sources = list(pairs.values())
     return [(conv, norm) for norm, conv in pairs.items()
             if calls[conv] == 1 and calls[norm] == 1 and sources.count(conv) == 1]

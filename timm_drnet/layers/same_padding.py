@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from timm.layers import Conv2dSame, get_same_padding
 from torch import nn
 
+from .probe import probe_forward
+
 __all__ = ['StaticPadConv2d', 'fix_same_padding']
 
 
@@ -42,13 +44,8 @@ def fix_same_padding(module: nn.Module, example: torch.Tensor) -> nn.Module:
     def record(conv: nn.Module, args: Tuple[torch.Tensor, ...]) -> None:
         sizes.setdefault(conv, []).append(tuple(args[0].shape[-2:]))
 
-    handles = [m.register_forward_pre_hook(record) for m in module.modules() if isinstance(m, Conv2dSame)]
-    try:
-        with torch.no_grad():
-            module(example)
-    finally:
-        for h in handles:
-            h.remove()
+    probe_forward(module, example, [m.register_forward_pre_hook(record) for m in module.modules()
+                                    if isinstance(m, Conv2dSame)])
     for name, conv in list(module.named_modules()):
         if not name or conv not in sizes or len(set(sizes[conv])) != 1:  # the root, not run, or run at several sizes
             continue
