@@ -7,8 +7,9 @@ that resolution's graph -> logits back in input order.
 
 Every graph takes the full-size image batch (dynamic batch axis) and resizes inside the graph with
 ``TapResize`` (PyTorch's antialiased bilinear kernel as matrix products and strided convolutions, which ONNX
-``Resize`` cannot reproduce). A backbone graph holds that resolution's private batch norms folded into the convolutions;
-the predictor graph adds the resolution bias, so a budget set with ``set_budget`` is exported too. A confidence
+``Resize`` cannot reproduce). A backbone graph holds that resolution's private batch norms folded into the
+convolutions, and TF "SAME" padding fixed for its size, in the convolutions' own pads (``fix_same_padding``,
+``write_graph``); the predictor graph adds the resolution bias, so a budget set with ``set_budget`` is exported too. A confidence
 cascade set on the model (``set_cascade`` / ``set_cascade_budget``) is written to the config, and the runner
 then routes by it: each level's graph on the images still going, stopping on the top softmax probability.
 """
