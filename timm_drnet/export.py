@@ -9,9 +9,10 @@ Every graph takes the full-size image batch (dynamic batch axis) and resizes ins
 ``TapResize`` (PyTorch's antialiased bilinear kernel as matrix products and strided convolutions, which ONNX
 ``Resize`` cannot reproduce). A backbone graph holds that resolution's private batch norms folded into the
 convolutions, and TF "SAME" padding fixed for its size, in the convolutions' own pads (``fix_same_padding``,
-``write_graph``); the predictor graph adds the resolution bias, so a budget set with ``set_budget`` is exported too. A confidence
-cascade set on the model (``set_cascade`` / ``set_cascade_budget``) is written to the config, and the runner
-then routes by it: each level's graph on the images still going, stopping on the top softmax probability.
+``write_graph``); the predictor graph adds the resolution bias, so a budget set with ``set_budget`` is exported
+too. A confidence cascade set on the model (``set_cascade`` / ``set_cascade_budget``) is written to the config,
+and the runner then routes by it: each level's graph on the images still going, stopping on the top softmax
+probability.
 """
 import copy
 import json
