@@ -131,6 +131,7 @@ def test_bf16_autocast_train_step_and_eval(warm_drnet, varied_images, device):
     torch.testing.assert_close(out.logits, expected, rtol=0.02, atol=0.02)
 
 
+@pytest.mark.slow  # 16 graphs traced: about 12 s
 def test_compiled_graphs_fix_every_size_but_the_batch(warm_drnet, varied_images):
     """Each resolution and input size gets its own graph at fixed spatial sizes; only the batch of a group is
     symbolic, and a single image's graph fixes every size. With dynamo's automatic dynamic shapes, a second input
