@@ -46,7 +46,7 @@ from timm.utils import reparameterize_model
 from PIL import Image
 
 import timm_drnet
-from timm_drnet import DRNet, fix_same_padding, fold_batch_norms, select_resolution_bn
+from timm_drnet import DRNet, select_resolution_bn
 from timm_drnet.config import load_drnet, run_data_config
 from timm_drnet.pretrained import efficientnet_lite0_pretrained
 
@@ -127,9 +127,9 @@ def onnx_static(backbone: torch.nn.Module, size, directory: Path, j: int) -> Tup
     slow the next)."""
     import onnxruntime
     example = torch.randn(2, 3, *size)
-    net = fold_batch_norms(fix_same_padding(copy.deepcopy(backbone).float().eval(), example), example)
     path = directory / f'static_{j}.onnx'
-    timm_drnet.write_graph(net, example, path)  # as export_onnx writes the DRNet's graphs
+    # prepared and written as export_onnx prepares and writes the DRNet's graphs
+    timm_drnet.write_graph(timm_drnet.prepare_for_export(copy.deepcopy(backbone), example), example, path)
     alone = onnxruntime.InferenceSession(str(path), providers=['CPUExecutionProvider'])
     options = onnxruntime.SessionOptions()
     options.add_session_config_entry('session.force_spinning_stop', '1')

@@ -8,7 +8,7 @@ from .cascade import CascadeCalibration, cascade_stops, set_cascade_budget, solv
 from .costs import CostTable, CostTables, count_cost_table, count_macs, measure_cost_table, measure_latency_ms, \
     unit_label
 from .drnet import DRNet, DRNetOutput
-from .export import ONNX_CONFIG_NAME, OnnxDRNet, OnnxDRNetOutput, export_onnx, write_graph
+from .export import ONNX_CONFIG_NAME, OnnxDRNet, OnnxDRNetOutput, export_onnx, prepare_for_export, write_graph
 from .hub import (
     UnsafeCheckpointError,
     add_to_hf_cache,

@@ -15,6 +15,7 @@ and the runner then routes by it: each level's graph on the images still going, 
 probability.
 """
 import copy
+import io
 import json
 import warnings
 from pathlib import Path
@@ -31,7 +32,7 @@ from .routing import Cascade, check_cascade
 if TYPE_CHECKING:
     from .drnet import DRNet
 
-__all__ = ['export_onnx', 'write_graph', 'OnnxDRNet', 'OnnxDRNetOutput', 'ONNX_CONFIG_NAME']
+__all__ = ['export_onnx', 'write_graph', 'prepare_for_export', 'OnnxDRNet', 'OnnxDRNetOutput', 'ONNX_CONFIG_NAME']
 
 ONNX_CONFIG_NAME = 'drnet_onnx.json'
 _FORMAT = 'timm-drnet-onnx'
@@ -51,13 +52,17 @@ class _ResizedGraph(nn.Module):
         return x if self.bias is None else x + self.bias
 
 
+def prepare_for_export(net: nn.Module, example: torch.Tensor, fold_bn: bool = True) -> nn.Module:
+    """ ``net`` as a graph of ``example``'s size is written, in place: CPU float32, eval mode, TF "SAME" padding fixed
+    for that size (``fix_same_padding``) and, if ``fold_bn``, batch norms folded into their convolutions."""
+    net = net.float().cpu().eval()
+    fix_same_padding(net, example)
+    return fold_batch_norms(net, example) if fold_bn else net
+
+
 def _graph(net: nn.Module, in_size: Tuple[int, int], out_size: Tuple[int, int], in_chans: int,
            fold_bn: bool, bias: Optional[torch.Tensor] = None) -> nn.Module:
-    net = net.float().cpu().eval()
-    example = torch.randn(2, in_chans, *out_size)
-    fix_same_padding(net, example)  # the graph's input size is fixed: so is TF "SAME" padding
-    if fold_bn:
-        fold_batch_norms(net, example)
+    net = prepare_for_export(net, torch.randn(2, in_chans, *out_size), fold_bn)
     return _ResizedGraph(TapResize(in_size, out_size, in_chans), net, bias).eval()
 
 
@@ -66,18 +71,19 @@ def write_graph(net: nn.Module, example: torch.Tensor, path: Union[str, Path], o
     """ Export ``net`` on ``example`` to the ONNX file ``path``: input ``images`` with a dynamic batch axis, output
     ``output_name``, constant pads moved into the convolutions they feed (``fuse_pads_into_convs``)."""
     import onnx
+    buffer = io.BytesIO()
     with warnings.catch_warnings():
         # the TorchScript exporter: it needs no onnxscript and handles every op these graphs hold
         warnings.filterwarnings('ignore', 'You are using the legacy TorchScript-based ONNX export')
         warnings.filterwarnings('ignore', 'The feature will be removed')
         warnings.filterwarnings('ignore', 'Constant folding - Only steps=1')  # the pads' flip: fused below
         torch.onnx.export(
-            net, (example,), str(path), dynamo=False, opset_version=opset_version, input_names=['images'],
+            net, (example,), buffer, dynamo=False, opset_version=opset_version, input_names=['images'],
             output_names=[output_name], dynamic_axes={'images': {0: 'batch'}, output_name: {0: 'batch'}},
         )
-    graph = onnx.load(str(path))
-    if fuse_pads_into_convs(graph):
-        onnx.save(graph, str(path))
+    graph = onnx.load_model_from_string(buffer.getvalue())
+    fuse_pads_into_convs(graph)
+    onnx.save(graph, str(path))
 
 
 def export_onnx(

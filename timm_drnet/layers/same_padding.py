@@ -44,8 +44,10 @@ def fix_same_padding(module: nn.Module, example: torch.Tensor) -> nn.Module:
     def record(conv: nn.Module, args: Tuple[torch.Tensor, ...]) -> None:
         sizes.setdefault(conv, []).append(tuple(args[0].shape[-2:]))
 
-    probe_forward(module, example, [m.register_forward_pre_hook(record) for m in module.modules()
-                                    if isinstance(m, Conv2dSame)])
+    convs = [m for m in module.modules() if isinstance(m, Conv2dSame)]
+    if not convs:  # nothing to fix: no probe forward
+        return module
+    probe_forward(module, example, [m.register_forward_pre_hook(record) for m in convs])
     for name, conv in list(module.named_modules()):
         if not name or conv not in sizes or len(set(sizes[conv])) != 1:  # the root, not run, or run at several sizes
             continue
