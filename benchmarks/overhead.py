@@ -9,10 +9,12 @@ run on their own.
   the dispatch in ``DRNet._routed``, and what running the predictor and the backbone in turn costs over running each
   alone (timed by hand: predictor, then backbone, image by image). The backbone at 224 px (its 1x branch) is timed
   beside them for scale.
-* ``--path onnx``: ``OnnxDRNet`` on the ``export_onnx`` graphs, the predictor graph alone, the backbone graphs
-  alone on the routed images (their in-graph resize included), the predictor and backbone sessions called in turn
-  by hand (the runner without its Python), and the static mix: each image through the static model of its
-  resolution (BNs folded, its own session), already at that size, the ideal the runner is held to.
+* ``--path onnx``: ``OnnxDRNet`` on the ``export_onnx`` graphs (one image: its single-image graph, routing
+  inside), the runner on the separate graphs (``single_image=False``), the predictor graph alone, the backbone
+  graphs alone on the routed images (their in-graph resize included), the predictor and backbone sessions called
+  in turn by hand (the separate-graph runner without its Python), and the static mix: each image through the
+  static model of its resolution (BNs folded, its own session), already at that size, the ideal the runner is
+  held to.
 
     python benchmarks/overhead.py --checkpoint output/imagenette/runs/predictor/predictor/last.pth.tar \
         --target-fraction 0.46 --num-images 64 [--path onnx]
@@ -50,6 +52,7 @@ def onnx_parts(model: DRNet, xs: List[torch.Tensor], routes: List[int], director
     sizes = model.candidate_sizes(*xs[0].shape[2:])
     timm_drnet.export_onnx(model, directory / 'drnet', input_size=tuple(xs[0].shape[1:]))
     runner = timm_drnet.OnnxDRNet(directory / 'drnet')
+    separate = timm_drnet.OnnxDRNet(directory / 'drnet', single_image=False)
     statics = [onnx_static(select_resolution_bn(copy.deepcopy(model.backbone), j), size, directory, j)[1]
                for j, size in enumerate(sizes)]  # sessions that stop spinning, as the runner's
     feeds = [{'images': x.numpy()} for x in xs]
@@ -57,6 +60,7 @@ def onnx_parts(model: DRNet, xs: List[torch.Tensor], routes: List[int], director
     predictor, backbones = runner.predictor, runner.backbones
     return {
         'routed call, OnnxDRNet(x)': lambda: [runner(f['images']) for f in feeds],
+        'routed call, separate graphs': lambda: [separate(f['images']) for f in feeds],
         'predictor graph alone': lambda: [predictor.run(None, f) for f in feeds],
         'backbone graphs alone (resize in)': lambda: [backbones[j].run(None, f) for f, j in zip(feeds, routes)],
         'both sessions in turn, by hand': lambda: [(predictor.run(None, f), backbones[j].run(None, f))
@@ -73,12 +77,14 @@ def report_onnx(ms: Dict[str, float]) -> None:
         'predictor graph': ms['predictor graph alone'],
         'resize inside the backbone graphs': ms['backbone graphs alone (resize in)'] - mix,
         'switching sessions (in turn - alone)': ms['both sessions in turn, by hand'] - alone,
-        'Python (runner - by hand)': total - ms['both sessions in turn, by hand'],
+        'Python (separate graphs - by hand)':
+            ms['routed call, separate graphs'] - ms['both sessions in turn, by hand'],
+        'single-image graph (runner - separate)': total - ms['routed call, separate graphs'],
     }
     print(f"\nrouted call {total:.3f} ms = static mix {mix:.3f} ms + {total - mix:.3f} ms "
           f"(efficiency against the mix {mix / total:.3f}):")
     for k, v in costs.items():
-        print(f'  {k:38s} {v:7.3f} ms {v / mix:7.1%} of the mix')
+        print(f'  {k:40s} {v:7.3f} ms {v / mix:7.1%} of the mix')
 
 
 def main() -> None:

@@ -283,3 +283,66 @@ def test_runner_cascade_routes_like_the_model(exported):
     assert runner.forward_routed(x.numpy()).resolution_index.tolist() == \
         OnnxDRNet(directory).forward_routed(x.numpy()).resolution_index.tolist()
     assert config['cascade'] is None
+
+
+def _single_images(runner: OnnxDRNet, x: torch.Tensor):
+    outs = [runner.forward_routed(x[i:i + 1].numpy()) for i in range(len(x))]
+    return (np.concatenate([o.logits for o in outs]), np.concatenate([o.resolution_index for o in outs]),
+            np.concatenate([o.scores for o in outs]))
+
+
+def test_single_image_graph_routes_one_image_in_one_call(exported):
+    """The one-graph export answers single images as the model does (predictor routing), every resolution's ``If``
+    branch taken; batches of two or more go through the separate graphs."""
+    model, directory, config, x = exported
+    graph = onnx.load(str(directory / config['single_image'])).graph
+    assert [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim] == [1, 3, SIZE, SIZE]
+    assert [o.name for o in graph.output] == ['logits', 'resolution_index', 'scores']
+    assert sum(node.op_type == 'If' for node in graph.node) == 1  # the other If nests in its else branch
+    runner = OnnxDRNet(directory)
+    with torch.no_grad():
+        out = model.forward_routed(x)
+        scores = model.predict_logits(x).numpy()
+    logits, index, got_scores = _single_images(runner, x)
+    assert index.tolist() == out.resolution_index.tolist() and len(set(index.tolist())) == model.num_resolutions
+    assert np.abs(logits - out.logits.numpy()).max() < 1e-4
+    np.testing.assert_allclose(got_scores, scores, atol=1e-4)
+    separate = OnnxDRNet(directory, single_image=False)
+    assert separate.single_image is None
+    np.testing.assert_array_equal(_single_images(separate, x)[1], index)
+    runner.single_image = None  # a batch never reaches the single-image graph
+    np.testing.assert_array_equal(runner.forward_routed(x.numpy()).resolution_index, index)
+
+
+def test_single_image_graph_holds_the_cascade_or_the_full_resolution(exported, tmp_path):
+    """A cascade exported with the model is the single-image graph's routing (levels and threshold); another
+    threshold set on the runner goes back to the separate graphs. An untrained predictor's graph answers at 1x."""
+    model, directory, config, x = exported
+    with torch.no_grad():
+        conf = torch.stack([model(x, resolution_index=j).softmax(-1).amax(-1) for j in (2, 0)])
+    points = conf[0].sort().values  # a threshold far from every image's confidence at the first level
+    k = points.diff().argmax()
+    threshold = ((points[k] + points[k + 1]) / 2).item()
+    model.set_cascade(threshold, levels=(2, 0))
+    try:
+        with torch.no_grad():
+            out = model.forward_routed(x)
+        export_onnx(model, tmp_path / 'cascade', (3, SIZE, SIZE))
+    finally:
+        model.set_cascade(None)
+    runner = OnnxDRNet(tmp_path / 'cascade')
+    logits, index, scores = _single_images(runner, x)
+    assert index.tolist() == out.resolution_index.tolist() and set(index.tolist()) == {0, 2}
+    assert np.abs(logits - out.logits.numpy()).max() < 1e-4
+    np.testing.assert_array_equal(scores, np.eye(3, dtype=np.float32)[index])
+    runner.set_cascade(0., levels=(2, 0))  # every image stops at the first level: the separate graphs answer
+    assert (_single_images(runner, x)[1] == 2).all()
+
+    untrained = copy.deepcopy(model)
+    untrained.mark_predictor_trained(False)
+    export_onnx(untrained, tmp_path / 'untrained', (3, SIZE, SIZE))
+    logits, index, scores = _single_images(OnnxDRNet(tmp_path / 'untrained'), x)
+    with torch.no_grad():
+        full = model(x, resolution_index=0).numpy()
+    assert (index == 0).all() and np.abs(logits - full).max() < 1e-4
+    np.testing.assert_array_equal(scores, np.eye(3, dtype=np.float32)[index])

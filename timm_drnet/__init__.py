@@ -8,7 +8,8 @@ from .cascade import CascadeCalibration, cascade_stops, set_cascade_budget, solv
 from .costs import CostTable, CostTables, count_cost_table, count_macs, measure_cost_table, measure_latency_ms, \
     unit_label
 from .drnet import DRNet, DRNetOutput
-from .export import ONNX_CONFIG_NAME, OnnxDRNet, OnnxDRNetOutput, export_onnx, prepare_for_export, write_graph
+from .export import ONNX_CONFIG_NAME, SINGLE_IMAGE_NAME, OnnxDRNet, OnnxDRNetOutput, export_onnx, prepare_for_export, \
+    write_graph
 from .hub import (
     UnsafeCheckpointError,
     add_to_hf_cache,
@@ -36,6 +37,7 @@ from .layers import (
 )
 from .loss import DISTILL_MODES, DRNetLoss, DRNetLossParts, FlopsLoss, MultiResolutionLoss, distill_kl
 from .models import DRNET_BACKBONES, create_drnet
+from .onnx_routing import single_image_graph
 from .precision import Precision, create_precision
 from .pretrained import cache_efficientnet_lite0, cache_timm_weights, remap_efficientnet_pytorch
 from .routing import (

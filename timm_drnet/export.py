@@ -12,7 +12,8 @@ convolutions, and TF "SAME" padding fixed for its size, in the convolutions' own
 ``write_graph``); the predictor graph adds the resolution bias, so a budget set with ``set_budget`` is exported
 too. A confidence cascade set on the model (``set_cascade`` / ``set_cascade_budget``) is written to the config,
 and the runner then routes by it: each level's graph on the images still going, stopping on the top softmax
-probability.
+probability. For one image, the whole routed forward is also written as one graph (``drnet_single_image.onnx``,
+``single_image_graph``), which the runner calls for batches of one.
 """
 import copy
 import io
@@ -27,14 +28,17 @@ from torch import nn
 
 from .layers import TapResize, fix_same_padding, fold_batch_norms, select_resolution_bn
 from .onnx_passes import fuse_pads_into_convs
+from .onnx_routing import single_image_graph
 from .routing import Cascade, check_cascade
 
 if TYPE_CHECKING:
     from .drnet import DRNet
 
-__all__ = ['export_onnx', 'write_graph', 'prepare_for_export', 'OnnxDRNet', 'OnnxDRNetOutput', 'ONNX_CONFIG_NAME']
+__all__ = ['export_onnx', 'write_graph', 'prepare_for_export', 'OnnxDRNet', 'OnnxDRNetOutput', 'ONNX_CONFIG_NAME',
+           'SINGLE_IMAGE_NAME']
 
 ONNX_CONFIG_NAME = 'drnet_onnx.json'
+SINGLE_IMAGE_NAME = 'drnet_single_image.onnx'
 _FORMAT = 'timm-drnet-onnx'
 
 
@@ -67,9 +71,10 @@ def _graph(net: nn.Module, in_size: Tuple[int, int], out_size: Tuple[int, int], 
 
 
 def write_graph(net: nn.Module, example: torch.Tensor, path: Union[str, Path], output_name: str = 'logits',
-                opset_version: int = 17) -> None:
+                opset_version: int = 17) -> Any:
     """ Export ``net`` on ``example`` to the ONNX file ``path``: input ``images`` with a dynamic batch axis, output
-    ``output_name``, constant pads moved into the convolutions they feed (``fuse_pads_into_convs``)."""
+    ``output_name``, constant pads moved into the convolutions they feed (``fuse_pads_into_convs``). Returns the
+    onnx ``ModelProto`` written."""
     import onnx
     buffer = io.BytesIO()
     with warnings.catch_warnings():
@@ -84,6 +89,7 @@ def write_graph(net: nn.Module, example: torch.Tensor, path: Union[str, Path], o
     graph = onnx.load_model_from_string(buffer.getvalue())
     fuse_pads_into_convs(graph)
     onnx.save(graph, str(path))
+    return graph
 
 
 def export_onnx(
@@ -92,13 +98,17 @@ def export_onnx(
         input_size: Optional[Sequence[int]] = None,
         opset_version: int = 17,
         fold_bn: bool = True,
+        single_image: bool = True,
 ) -> Dict[str, Any]:
-    """ Write ``predictor.onnx``, ``backbone_{j}.onnx`` per resolution and ``drnet_onnx.json`` to ``directory``.
+    """ Write ``predictor.onnx``, ``backbone_{j}.onnx`` per resolution, ``drnet_single_image.onnx`` (if
+    ``single_image``) and ``drnet_onnx.json`` to ``directory``.
 
     Graphs take float32 image batches of ``input_size`` (C, H, W; default the model's) with a dynamic
     batch axis: the predictor graph returns scores (B, m), resolution bias included; backbone graph j the
     logits (B, num_classes) at candidate j. ``fold_bn`` folds each resolution's private batch norms into
-    the convolutions. The model's ``cascade``, if set, is saved in the config. The model is left untouched
+    the convolutions. The model's ``cascade``, if set, is saved in the config. ``drnet_single_image.onnx`` routes
+    one image in one graph (``single_image_graph``: the predictor or the saved cascade, the backbones as ``If``
+    branches); it holds a second copy of every weight. The model is left untouched
     (export works on CPU float32 copies). Returns the config
     written to ``drnet_onnx.json``, which ``OnnxDRNet`` reads.
     """
@@ -118,9 +128,14 @@ def export_onnx(
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    for name, graph in graphs.items():
-        write_graph(graph, example, directory / name, 'scores' if name == 'predictor.onnx' else 'logits',
-                    opset_version)
+    written = {name: write_graph(graph, example, directory / name,
+                                 'scores' if name == 'predictor.onnx' else 'logits', opset_version)
+               for name, graph in graphs.items()}
+    if single_image:
+        import onnx
+        backbones = [written[f'backbone_{j}.onnx'] for j in range(len(sizes))]
+        onnx.save(single_image_graph(written['predictor.onnx'], backbones, input_size, model.num_classes,
+                                     model.cascade, bool(model.predictor_trained)), str(directory / SINGLE_IMAGE_NAME))
     try:
         cost_table = model.cost_table(input_size).to_dict()
     except KeyError:  # a measured (ms) table exists for other input sizes only
@@ -134,6 +149,7 @@ def export_onnx(
         num_classes=model.num_classes,
         predictor='predictor.onnx',
         backbones=[f'backbone_{j}.onnx' for j in range(len(sizes))],
+        single_image=SINGLE_IMAGE_NAME if single_image else None,
         cost_table=cost_table,
         cascade=model.cascade._asdict() if model.cascade is not None else None,
         predictor_trained=bool(model.predictor_trained),  # False: every image at candidate 0, as the model routes
@@ -162,13 +178,16 @@ class OnnxDRNet:
             graphs in turn: threads left spinning by one graph take the cores from the next, threads that never
             spin wake up late for every op; threads that stop spinning between runs do neither (Lite0's 112 then
             224 px graphs, one image, 2-core CPU: 8.95 / 6.83-9.47 / 5.29-7.35 ms; docs/results.md).
+        single_image: call the export's single-image graph (``drnet_single_image.onnx``) for batches of one, while
+            the routing is the one it holds (the predictor, or the saved cascade). ``False`` leaves it unloaded (a
+            session holding every weight once more).
 
     Routes by the predictor graph, or by the confidence cascade the export carries (``cascade``; change it with
     ``set_cascade``); a model exported with an untrained predictor sends every image to the full resolution.
     """
 
     def __init__(self, directory: Union[str, Path], providers: Optional[Sequence[str]] = None,
-                 session_options: Optional[Any] = None):
+                 session_options: Optional[Any] = None, single_image: bool = True):
         try:
             import onnxruntime
         except ImportError as e:
@@ -190,10 +209,14 @@ class OnnxDRNet:
                                                       providers=providers)
         self.backbones = [onnxruntime.InferenceSession(str(directory / name), session_options, providers=providers)
                           for name in self.config['backbones']]
+        single = self.config.get('single_image') if single_image else None  # older exports have none
+        self.single_image = onnxruntime.InferenceSession(str(directory / single), session_options,
+                                                         providers=providers) if single else None
         self.predictor_trained = bool(self.config.get('predictor_trained', True))
         saved = self.config.get('cascade')
         self.cascade: Optional[Cascade] = None
         self.set_cascade(*((saved['threshold'], saved['levels']) if saved else (None,)))
+        self._single_routing = self.cascade  # the routing the single-image graph holds
 
     @property
     def num_resolutions(self) -> int:
@@ -218,6 +241,8 @@ class OnnxDRNet:
         if x.shape[0] == 0:
             return OnnxDRNetOutput(np.zeros((0, self.num_classes), np.float32), np.zeros(0, np.int64),
                                    np.zeros((0, self.num_resolutions), np.float32))
+        if x.shape[0] == 1 and self.single_image is not None and self.cascade == self._single_routing:
+            return OnnxDRNetOutput(*self.single_image.run(None, {'images': x}))
         if self.cascade is not None:
             return self._cascade(x)
         if not self.predictor_trained:  # an untrained predictor does not route: the full resolution, as DRNet does
