@@ -6,9 +6,11 @@ exported with its batch norms folded) is timed beside the DRNet with predictor r
 of the 224 GMACs, ``set_budget`` on the timed images; eager and compiled after timm's ``reparameterize_model``, which
 folds the predictor's batch norms as the ONNX export does) and with the confidence cascade (``set_cascade_budget`` at
 the same budget). Every configuration of a model is timed once per round, in turn, so machine noise falls on all of
-them alike; the figure is the median over ``--rounds`` rounds, and p10 / p90 give the spread.
+them alike; the figure is the median over ``--rounds`` rounds, and p10 / p90 give the spread. Each ratio below is
+taken within a round, then its median over the rounds is reported (the configurations of one round run seconds
+apart, the rounds minutes apart: the machine's drift between rounds cancels in the ratio).
 
-* speedup = static 224 time of the same path and batch / the configuration's time;
+* speedup = static 224 time of the same path and batch / the configuration's time (p10 / p90 over the rounds too);
 * routing efficiency = ideal / measured, the ideal being the static models of the same path that knew each
   image's resolution in advance: sum_j share_j x static_j for predictor routing (the predictor is overhead), and
   sum_k (share of images reaching level k) x static time of level k for the cascade, each static time from its own
@@ -32,7 +34,6 @@ import copy
 import csv
 import json
 import shutil
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -208,10 +209,11 @@ def bench_model(name: str, args, out: Path) -> List[Dict]:
         times = timed(fns, args.rounds)
         shutil.rmtree(onnx_dir)  # the sessions hold their graphs in memory
         for path in args.paths:
-            ms = {r: [1e3 * t / len(batches) for t in times[(path, r)]] for r in ROUTINGS}  # per batch
-            med = {r: statistics.median(v) for r, v in ms.items()}
-            ideal = dict(predictor=sum(s * med[ROUTINGS[j]] for j, s in enumerate(share)),
-                         cascade=sum(f * med[ROUTINGS[j]] for f, j in zip(reach, calibration.levels)))
+            ms = {r: np.array([1e3 * t / len(batches) for t in times[(path, r)]]) for r in ROUTINGS}  # per batch
+            med = {r: float(np.median(v)) for r, v in ms.items()}
+            ideal = dict(predictor=sum(s * ms[ROUTINGS[j]] for j, s in enumerate(share)),
+                         cascade=sum(f * ms[ROUTINGS[j]] for f, j in zip(reach, calibration.levels)))
+            speedup = {r: ms['static_224'] / ms[r] for r in ROUTINGS}  # round by round: drift between rounds cancels
             gmacs = dict(predictor=predictor_gmacs, cascade=cascade_gmacs, static_mix_cascade=cascade_gmacs,
                          static_mix_predictor=predictor_gmacs - table.predictor,
                          **{ROUTINGS[j]: table.backbone[j] for j in range(3)})
@@ -220,9 +222,13 @@ def bench_model(name: str, args, out: Path) -> List[Dict]:
                     model=name.replace('drnet_', ''), path=path, batch=bs, routing=routing, ms=round(med[routing], 3),
                     p10_ms=round(float(np.percentile(ms[routing], 10)), 3),
                     p90_ms=round(float(np.percentile(ms[routing], 90)), 3),
-                    speedup_vs_static_224=round(med['static_224'] / med[routing], 3),
-                    routing_efficiency=round(ideal[routing] / med[routing], 3) if routing in ideal else '',
-                    mix_efficiency=round(med[f'static_mix_{routing}'] / med[routing], 3) if routing in ideal else '',
+                    speedup_vs_static_224=round(float(np.median(speedup[routing])), 3),
+                    speedup_p10=round(float(np.percentile(speedup[routing], 10)), 3),
+                    speedup_p90=round(float(np.percentile(speedup[routing], 90)), 3),
+                    routing_efficiency=round(float(np.median(ideal[routing] / ms[routing])), 3)
+                    if routing in ideal else '',
+                    mix_efficiency=round(float(np.median(ms[f'static_mix_{routing}'] / ms[routing])), 3)
+                    if routing in ideal else '',
                     gmacs=round(gmacs[routing], 4), gmacs_speedup=round(table.backbone[0] / gmacs[routing], 3),
                     shares='/'.join(f'{s:.2f}' for s in (share if routing.endswith('predictor') else
                                                          reach if routing.endswith('cascade') else ())),
@@ -230,8 +236,8 @@ def bench_model(name: str, args, out: Path) -> List[Dict]:
     return rows
 
 
-FIELDS = ['model', 'path', 'batch', 'routing', 'ms', 'p10_ms', 'p90_ms', 'speedup_vs_static_224',
-          'routing_efficiency', 'mix_efficiency', 'gmacs', 'gmacs_speedup', 'shares', 'weights']
+FIELDS = ['model', 'path', 'batch', 'routing', 'ms', 'p10_ms', 'p90_ms', 'speedup_vs_static_224', 'speedup_p10',
+          'speedup_p90', 'routing_efficiency', 'mix_efficiency', 'gmacs', 'gmacs_speedup', 'shares', 'weights']
 
 
 def main() -> None:
