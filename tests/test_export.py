@@ -314,6 +314,7 @@ def test_single_image_graph_routes_one_image_in_one_call(exported):
     np.testing.assert_array_equal(runner.forward_routed(x.numpy()).resolution_index, index)
 
 
+@pytest.mark.slow  # two more exports per model (4.5 s)
 def test_single_image_graph_holds_the_cascade_or_the_full_resolution(exported, tmp_path):
     """A cascade exported with the model is the single-image graph's routing (levels and threshold); another
     threshold set on the runner goes back to the separate graphs. An untrained predictor's graph answers at 1x."""

@@ -17,6 +17,7 @@ def routed(model, x):
         return model.forward_routed(x)
 
 
+@pytest.mark.slow  # 8 graphs compiled (aot_eager) over 14 batch sizes: 10-16 s
 def test_compile_one_graph_per_resolution_without_recompiles(warm_drnet, varied_images, device):
     """After warm-up calls at each resolution with a group of several images and a single image, batches of other
     sizes and routings reuse the graphs: one per region for groups of any size, one per region for single images.
