@@ -15,7 +15,8 @@ __all__ = ['single_image_graph']
 
 
 def _branch(model: Any, prefix: str) -> Any:
-    """``model``'s graph as an ``If`` branch: every name prefixed, its ``images`` input read from the outer graph."""
+    """``model``'s graph as an ``If`` branch (or to inline): every name prefixed, its ``images`` input read from the
+    enclosing graph."""
     from onnx.compose import add_prefix_graph
     graph = add_prefix_graph(model.graph, prefix, rename_inputs=False)
     del graph.input[:]
@@ -23,8 +24,8 @@ def _branch(model: Any, prefix: str) -> Any:
 
 
 def _choose(backbones: Sequence[Any], k: int, num_classes: int) -> Any:
-    """A graph whose output is the logits of backbone ``index`` (one of k, k + 1, ...): nested ``If`` on the
-    ``is_resolution{k}`` flags the outer graph computes."""
+    """A graph whose output is the logits of the backbone ``resolution_index`` names, one of k, k + 1, ...: nested
+    ``If`` on the ``is_resolution{k}`` flags the main graph computes."""
     from onnx import TensorProto, helper
     branch = _branch(backbones[k], f'resolution{k}/')
     if k == len(backbones) - 1:
@@ -86,7 +87,6 @@ def single_image_graph(
     to the full resolution.
     """
     from onnx import TensorProto, helper, numpy_helper
-    from onnx.compose import add_prefix_graph
     m = len(backbones)
     inputs = [helper.make_tensor_value_info('images', TensorProto.FLOAT, [1, *input_size])]
     nodes: List[Any] = []
@@ -105,8 +105,7 @@ def single_image_graph(
         nodes.append(helper.make_node('Constant', [], ['resolution_index'], value=helper.make_tensor(
             'resolution_index', TensorProto.INT64, [1], [0])))
     else:
-        scored = add_prefix_graph(predictor.graph, 'predictor/', rename_inputs=False)
-        inline(scored, ['scores'])
+        inline(_branch(predictor, 'predictor/'), ['scores'])
         nodes.append(helper.make_node('ArgMax', ['scores'], ['resolution_index'], axis=1, keepdims=0))
         for k in range(m - 1):
             nodes += [helper.make_node('Constant', [], [f'resolution{k}/id'], value=helper.make_tensor(
