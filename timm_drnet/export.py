@@ -108,9 +108,8 @@ def export_onnx(
     logits (B, num_classes) at candidate j. ``fold_bn`` folds each resolution's private batch norms into
     the convolutions. The model's ``cascade``, if set, is saved in the config. ``drnet_single_image.onnx`` routes
     one image in one graph (``single_image_graph``: the predictor or the saved cascade, the backbones as ``If``
-    branches); it holds a second copy of every weight. The model is left untouched
-    (export works on CPU float32 copies). Returns the config
-    written to ``drnet_onnx.json``, which ``OnnxDRNet`` reads.
+    branches); it holds a second copy of every weight. The model is left untouched (export works on CPU float32
+    copies). Returns the config written to ``drnet_onnx.json``, which ``OnnxDRNet`` reads.
     """
     input_size = tuple(int(s) for s in (input_size or model.default_input_size()))
     if len(input_size) != 3:
