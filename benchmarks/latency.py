@@ -140,6 +140,7 @@ def onnx_static(backbone: torch.nn.Module, size, directory: Path, j: int) -> Tup
 
 def bench_model(name: str, args, out: Path) -> List[Dict]:
     trained = args.checkpoint if name == 'drnet_tf_efficientnet_lite0' else ''
+    torch.manual_seed(0)  # a stand-in's random weights, whatever ran before it
     model = load_drnet(trained) if trained else stand_in(name)
     images = load_images(Path(args.data_dir), model, args.num_images)
     if not trained:
@@ -242,7 +243,6 @@ FIELDS = ['model', 'path', 'batch', 'routing', 'ms', 'p10_ms', 'p90_ms', 'speedu
 
 def main() -> None:
     args = parser.parse_args()
-    torch.manual_seed(0)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     print(f'torch {torch.__version__}, {torch.get_num_threads()} threads; paths {args.paths}; median of '
