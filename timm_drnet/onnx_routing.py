@@ -23,6 +23,13 @@ def _branch(model: Any, prefix: str) -> Any:
     return graph
 
 
+def _constant(name: str, values: Sequence[float], dtype: str = 'INT64') -> Any:
+    """A ``Constant`` node whose output ``name`` is the 1-D tensor ``values`` of onnx type ``dtype``."""
+    from onnx import TensorProto, helper
+    return helper.make_node('Constant', [], [name], value=helper.make_tensor(
+        name, getattr(TensorProto, dtype), [len(values)], list(values)))
+
+
 def _choose(backbones: Sequence[Any], k: int, num_classes: int) -> Any:
     """A graph whose output is the logits of the backbone ``resolution_index`` names, one of k, k + 1, ...: nested
     ``If`` on the ``is_resolution{k}`` flags the main graph computes."""
@@ -44,15 +51,13 @@ def _level(backbones: Sequence[Any], levels: Sequence[int], k: int, num_classes:
     from onnx import TensorProto, helper
     branch = _branch(backbones[levels[k]], f'level{k}/')
     logits, index = branch.output[0].name, f'level{k}/index'
-    nodes = list(branch.node) + [helper.make_node('Constant', [], [index], value=helper.make_tensor(
-        index, TensorProto.INT64, [1], [levels[k]]))]
+    nodes = list(branch.node) + [_constant(index, [levels[k]])]
     outputs = [logits, index]
     if k < len(levels) - 1:
         top, stop = f'level{k}/top_probability', f'level{k}/stop'
         nodes += [
             helper.make_node('Softmax', [logits], [f'level{k}/probabilities'], axis=1),
-            helper.make_node('Constant', [], [f'level{k}/one'], value=helper.make_tensor(
-                f'level{k}/one', TensorProto.INT64, [1], [1])),
+            _constant(f'level{k}/one', [1]),
             helper.make_node('TopK', [f'level{k}/probabilities', f'level{k}/one'], [top, f'level{k}/top_class'],
                              axis=1),
             helper.make_node('GreaterOrEqual', [top, 'threshold'], [stop]),
@@ -102,23 +107,18 @@ def single_image_graph(
         inline(_level(backbones, cascade.levels, 0, num_classes), ['logits', 'resolution_index'])
     elif not predictor_trained:
         inline(_branch(backbones[0], 'resolution0/'), ['logits'])
-        nodes.append(helper.make_node('Constant', [], ['resolution_index'], value=helper.make_tensor(
-            'resolution_index', TensorProto.INT64, [1], [0])))
+        nodes.append(_constant('resolution_index', [0]))
     else:
         inline(_branch(predictor, 'predictor/'), ['scores'])
         nodes.append(helper.make_node('ArgMax', ['scores'], ['resolution_index'], axis=1, keepdims=0))
         for k in range(m - 1):
-            nodes += [helper.make_node('Constant', [], [f'resolution{k}/id'], value=helper.make_tensor(
-                f'resolution{k}/id', TensorProto.INT64, [1], [k])),
-                helper.make_node('Equal', ['resolution_index', f'resolution{k}/id'], [f'is_resolution{k}'])]
+            nodes += [_constant(f'resolution{k}/id', [k]),
+                      helper.make_node('Equal', ['resolution_index', f'resolution{k}/id'], [f'is_resolution{k}'])]
         inline(_choose(backbones, 0, num_classes), ['logits'])
     if cascade is not None or not predictor_trained:  # the scores a cascade reports: one-hot of the answer
-        nodes += [helper.make_node('Constant', [], ['one_hot/depth'], value=helper.make_tensor(
-            'one_hot/depth', TensorProto.INT64, [1], [m])),
-            helper.make_node('Constant', [], ['one_hot/values'], value=helper.make_tensor(
-                'one_hot/values', TensorProto.FLOAT, [2], [0., 1.])),
-            helper.make_node('OneHot', ['resolution_index', 'one_hot/depth', 'one_hot/values'], ['scores'],
-                             axis=-1)]
+        nodes += [_constant('one_hot/depth', [m]), _constant('one_hot/values', [0., 1.], 'FLOAT'),
+                  helper.make_node('OneHot', ['resolution_index', 'one_hot/depth', 'one_hot/values'], ['scores'],
+                                   axis=-1)]
     graph = helper.make_graph(nodes, 'drnet_single_image', inputs, [
         helper.make_tensor_value_info('logits', TensorProto.FLOAT, [1, num_classes]),
         helper.make_tensor_value_info('resolution_index', TensorProto.INT64, [1]),
