@@ -256,6 +256,89 @@ def test_runner_errors(exported, tmp_path):
         OnnxDRNet(tmp_path)
 
 
+def test_prepared_export_takes_each_graph_input_at_its_own_size(exported, tmp_path):
+    """A prepared export's graphs hold no resize: fed the small images and each route's images resized by PyTorch
+    beforehand, ``route`` then ``classify`` give the model's routes and logits; the full-size runner routes alike."""
+    model, directory, config, x = exported
+    prepared = export_onnx(model, tmp_path / 'prepared', (3, SIZE, SIZE), prepared=True)
+    assert prepared['prepared'] and prepared['single_image'] is None and not config['prepared']
+    sizes = model.candidate_sizes(SIZE, SIZE)
+    p = model.predictor_size
+
+    def resize(images: torch.Tensor, size) -> np.ndarray:
+        return F.interpolate(images, size=size, mode='bilinear', antialias=True).numpy()
+    for name, size in [('predictor.onnx', (p, p)), *((f'backbone_{j}.onnx', s) for j, s in enumerate(sizes))]:
+        graph = onnx.load(str(tmp_path / 'prepared' / name)).graph
+        assert [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim][1:] == [3, *size]
+        resizing = len(onnx.load(str(directory / name)).graph.node) - len(graph.node)  # TapResize's nodes
+        assert resizing == 0 if size == (SIZE, SIZE) else resizing > 0
+    runner = OnnxDRNet(tmp_path / 'prepared')
+    assert runner.predictor_input_size == (3, p, p) and runner.backbone_input_sizes == [(3, *s) for s in sizes]
+    with torch.no_grad():
+        out = model.forward_routed(x)
+    index, scores = runner.route(resize(x, (p, p)))
+    assert index.tolist() == out.resolution_index.tolist()
+    np.testing.assert_allclose(scores, model.predict_logits(x).detach().numpy(), atol=1e-4)
+    for j, size in enumerate(sizes):
+        chosen = np.flatnonzero(index == j)
+        logits = runner.classify(resize(x[chosen], size), j)
+        assert np.abs(logits - out.logits[chosen].numpy()).max() < 1e-4
+    small, at_size = resize(x, (p, p)), [resize(x, size) for size in sizes]
+    result = runner.forward_prepared(small, lambda j, chosen: at_size[j][chosen])
+    assert result.resolution_index.tolist() == out.resolution_index.tolist()
+    assert np.abs(result.logits - out.logits.numpy()).max() < 1e-4
+    assert runner.forward_prepared(small[:0], lambda j, chosen: at_size[j][chosen]).logits.shape[0] == 0
+    with torch.no_grad():  # a threshold far from every confidence, that stops some images at the first level
+        points = model(x, resolution_index=2).softmax(-1).amax(-1).sort().values
+    k = len(x) // 4 + points[len(x) // 4:3 * len(x) // 4].diff().argmax()
+    threshold = ((points[k] + points[k + 1]) / 2).item()
+    runner.set_cascade(threshold, levels=(2, 0))  # the cascade asks for each level's images of the ones still going
+    asked = []
+    cascaded = runner.forward_prepared(small, lambda j, chosen: asked.append((j, len(chosen))) or at_size[j][chosen])
+    model.set_cascade(threshold, levels=(2, 0))
+    try:
+        with torch.no_grad():
+            ref = model.forward_routed(x)
+    finally:
+        model.set_cascade(None)
+    assert cascaded.resolution_index.tolist() == ref.resolution_index.tolist()
+    assert np.abs(cascaded.logits - ref.logits.numpy()).max() < 1e-4
+    going = int((ref.resolution_index == 0).sum())
+    assert 0 < going < len(x) and asked == [(2, len(x)), (0, going)]
+    full = OnnxDRNet(directory)  # the same two calls on a full-size export take full-size images
+    assert full.route(x.numpy())[0].tolist() == index.tolist()
+    assert np.abs(full.classify(x.numpy(), 1) - model(x, resolution_index=1).detach().numpy()).max() < 1e-4
+    with pytest.raises(ValueError, match=r'prepared=True.*forward_prepared\(\)'):
+        runner.forward_routed(x.numpy())
+    with pytest.raises(ValueError, match=rf"predictor takes image batches shaped \(B, 3, {p}, {p}\)"):
+        runner.route(x.numpy())
+    with pytest.raises(ValueError, match=r'backbone 2 takes image batches shaped \(B, 3, 48, 48\)'):
+        runner.classify(resize(x, sizes[1]), 2)
+    with pytest.raises(ValueError, match=r'candidate in \[0, 3\)'):
+        runner.classify(resize(x, sizes[0]), 3)
+
+
+def test_candidate_transforms_make_each_size_in_one_resize(tmp_path):
+    """Each transform is timm's eval crop at its size: the decoded image resized once (PIL, bicubic) to size /
+    crop_pct on its short side, centre-cropped, normalised."""
+    from PIL import Image
+    from timm_drnet.data import candidate_transforms
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (150, 200, 3), dtype=np.uint8))
+    cfg = dict(input_size=(3, 96, 96), interpolation='bicubic', mean=(0.5, 0.4, 0.3), std=(0.2, 0.3, 0.4),
+               crop_pct=0.875, crop_mode='center')
+    transforms = candidate_transforms(cfg, [(96, 96), (72, 72), (24, 24)])
+    for transform, side in zip(transforms, (96, 72, 24)):
+        short = int(side / 0.875)
+        resized = image.resize((round(short * 200 / 150), short), Image.BICUBIC)
+        left, top = int(round((resized.width - side) / 2.)), int(round((resized.height - side) / 2.))
+        ref = np.asarray(resized.crop((left, top, left + side, top + side)), np.float32) / 255.
+        ref = (ref - np.array(cfg['mean'], np.float32)) / np.array(cfg['std'], np.float32)
+        np.testing.assert_allclose(transform(image).numpy(), ref.transpose(2, 0, 1), atol=1e-5)
+    with pytest.raises(ValueError, match='input_size'):
+        candidate_transforms({'crop_pct': 0.875}, [(96, 96)])
+
+
 def test_runner_cascade_routes_like_the_model(exported):
     """A cascade set on the model travels with the export; the runner's routes and logits match the model's."""
     model, directory, config, x = exported

@@ -14,13 +14,18 @@ too. A confidence cascade set on the model (``set_cascade`` / ``set_cascade_budg
 and the runner then routes by it: each level's graph on the images still going, stopping on the top softmax
 probability. For one image, the whole routed forward is also written as one graph (``drnet_single_image.onnx``,
 ``single_image_graph``), which the runner calls for batches of one.
+
+A ``prepared`` export leaves the resizing to the data pipeline: each graph takes its input already at its own
+size (the predictor's small image, backbone j's candidate size), so a pipeline that makes each image at the size
+its route needs, in the resize it does anyway, pays no resize in the graphs (``OnnxDRNet.forward_prepared``;
+``timm_drnet.data.candidate_transforms`` builds the timm transforms).
 """
 import copy
 import io
 import json
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -40,6 +45,7 @@ __all__ = ['export_onnx', 'write_graph', 'prepare_for_export', 'OnnxDRNet', 'Onn
 ONNX_CONFIG_NAME = 'drnet_onnx.json'
 SINGLE_IMAGE_NAME = 'drnet_single_image.onnx'
 _FORMAT = 'timm-drnet-onnx'
+ImagesAt = Callable[[int, np.ndarray], np.ndarray]  # (candidate j, positions in the batch) -> those images at j
 
 
 class _ResizedGraph(nn.Module):
@@ -99,17 +105,21 @@ def export_onnx(
         opset_version: int = 17,
         fold_bn: bool = True,
         single_image: bool = True,
+        prepared: bool = False,
 ) -> Dict[str, Any]:
     """ Write ``predictor.onnx``, ``backbone_{j}.onnx`` per resolution, ``drnet_single_image.onnx`` (if
     ``single_image``) and ``drnet_onnx.json`` to ``directory``.
 
     Graphs take float32 image batches of ``input_size`` (C, H, W; default the model's) with a dynamic
     batch axis: the predictor graph returns scores (B, m), resolution bias included; backbone graph j the
-    logits (B, num_classes) at candidate j. ``fold_bn`` folds each resolution's private batch norms into
-    the convolutions. The model's ``cascade``, if set, is saved in the config. ``drnet_single_image.onnx`` routes
-    one image in one graph (``single_image_graph``: the predictor or the saved cascade, the backbones as ``If``
-    branches); it holds a second copy of every weight. The model is left untouched (export works on CPU float32
-    copies). Returns the config written to ``drnet_onnx.json``, which ``OnnxDRNet`` reads.
+    logits (B, num_classes) at candidate j. With ``prepared``, each graph takes its batch already resized to its
+    own size instead (the predictor's ``(C, p, p)``, p = ``model.predictor_size``; backbone j's candidate size at
+    ``input_size``), and no single-image graph is written (a route's image is made after the route).
+    ``fold_bn`` folds each resolution's private batch norms into the convolutions. The model's ``cascade``, if set,
+    is saved in the config. ``drnet_single_image.onnx`` routes one image in one graph (``single_image_graph``: the
+    predictor or the saved cascade, the backbones as ``If`` branches); it holds a second copy of every weight. The
+    model is left untouched (export works on CPU float32 copies). Returns the config written to
+    ``drnet_onnx.json``, which ``OnnxDRNet`` reads.
     """
     input_size = tuple(int(s) for s in (input_size or model.default_input_size()))
     if len(input_size) != 3:
@@ -118,18 +128,21 @@ def export_onnx(
     model.check_input(example)
     in_size, in_chans = input_size[1:], input_size[0]
     sizes = model.candidate_sizes(*in_size)
-    graphs = {'predictor.onnx': _graph(
-        copy.deepcopy(model.predictor), in_size, (model.predictor_size,) * 2, in_chans, fold_bn,
-        model.resolution_bias.detach().float().cpu().clone())}
+    predictor_size = (model.predictor_size,) * 2
+    graph_input = (lambda size: size) if prepared else (lambda size: in_size)  # the size each graph is fed
+    graphs = {'predictor.onnx': (_graph(
+        copy.deepcopy(model.predictor), graph_input(predictor_size), predictor_size, in_chans, fold_bn,
+        model.resolution_bias.detach().float().cpu().clone()), graph_input(predictor_size))}
     for j, size in enumerate(sizes):
         backbone = select_resolution_bn(copy.deepcopy(model.backbone), j)
-        graphs[f'backbone_{j}.onnx'] = _graph(backbone, in_size, size, in_chans, fold_bn)
+        graphs[f'backbone_{j}.onnx'] = (_graph(backbone, graph_input(size), size, in_chans, fold_bn), graph_input(size))
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    written = {name: write_graph(graph, example, directory / name,
+    written = {name: write_graph(graph, torch.randn(2, in_chans, *size), directory / name,
                                  'scores' if name == 'predictor.onnx' else 'logits', opset_version)
-               for name, graph in graphs.items()}
+               for name, (graph, size) in graphs.items()}
+    single_image = single_image and not prepared
     if single_image:
         import onnx
         backbones = [written[f'backbone_{j}.onnx'] for j in range(len(sizes))]
@@ -149,6 +162,8 @@ def export_onnx(
         predictor='predictor.onnx',
         backbones=[f'backbone_{j}.onnx' for j in range(len(sizes))],
         single_image=SINGLE_IMAGE_NAME if single_image else None,
+        prepared=prepared,  # True: each graph's input at its own size (predictor_input_size, candidate_sizes)
+        predictor_input_size=[in_chans, *predictor_size],
         cost_table=cost_table,
         cascade=model.cascade._asdict() if model.cascade is not None else None,
         predictor_trained=bool(model.predictor_trained),  # False: every image at candidate 0, as the model routes
@@ -183,6 +198,10 @@ class OnnxDRNet:
 
     Routes by the predictor graph, or by the confidence cascade the export carries (``cascade``; change it with
     ``set_cascade``); a model exported with an untrained predictor sends every image to the full resolution.
+
+    A ``prepared`` export (``export_onnx(prepared=True)``) takes each graph's input at its own size, made by the data
+    pipeline: ``forward_prepared`` (or ``route`` the small images, ``predictor_input_size``, then ``classify`` each
+    image made at the size of its route, ``backbone_input_sizes``); ``forward_routed`` needs a full-size export.
     """
 
     def __init__(self, directory: Union[str, Path], providers: Optional[Sequence[str]] = None,
@@ -200,6 +219,11 @@ class OnnxDRNet:
             raise ValueError(f'{config_file} is not a timm-drnet ONNX export config')
         self.input_size = tuple(self.config['input_size'])
         self.num_classes = int(self.config['num_classes'])
+        self.prepared = bool(self.config.get('prepared', False))  # older exports are full-size
+        channels = self.input_size[0]
+        self.predictor_input_size = tuple(self.config['predictor_input_size']) if self.prepared else self.input_size
+        self.backbone_input_sizes = [(channels, *s) if self.prepared else self.input_size
+                                     for s in self.config['candidate_sizes']]
         providers = list(providers or ['CPUExecutionProvider'])
         if session_options is None:
             session_options = onnxruntime.SessionOptions()
@@ -225,48 +249,73 @@ class OnnxDRNet:
         """Route by confidence cascade (as ``DRNet.set_cascade``); ``None`` routes by the predictor graph."""
         self.cascade = None if threshold is None else check_cascade(threshold, levels, self.num_resolutions)
 
-    def _check(self, images: np.ndarray) -> np.ndarray:
+    @staticmethod
+    def _check(images: np.ndarray, shape: Tuple[int, ...], graph: str) -> np.ndarray:
         images = np.asarray(images)
-        if images.ndim != 4 or tuple(images.shape[1:]) != self.input_size:
-            shape = ', '.join(map(str, self.input_size))
-            raise ValueError(f'The exported DRNet takes image batches shaped (B, {shape}), got {images.shape}')
+        if images.ndim != 4 or tuple(images.shape[1:]) != tuple(shape):
+            raise ValueError(f'The exported DRNet\'s {graph} takes image batches shaped '
+                             f'(B, {", ".join(map(str, shape))}), got {images.shape}')
         if not np.issubdtype(images.dtype, np.floating):
             raise TypeError(f'Expected normalised floating point images, got {images.dtype}')
         return np.ascontiguousarray(images, dtype=np.float32)
 
+    def route(self, images: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """ The predictor graph's route (B,) and scores (B, m), resolution bias included, for images shaped
+        ``predictor_input_size``; an untrained predictor sends every image to candidate 0, as ``DRNet`` does."""
+        x = self._check(images, self.predictor_input_size, 'predictor')
+        if not self.predictor_trained:
+            index = np.zeros(x.shape[0], np.int64)
+            return index, np.eye(self.num_resolutions, dtype=np.float32)[index]
+        scores = self.predictor.run(None, {'images': x})[0]
+        return scores.argmax(1), scores
+
+    def classify(self, images: np.ndarray, index: int) -> np.ndarray:
+        """Logits (B, num_classes) of backbone graph ``index`` on images shaped ``backbone_input_sizes[index]``."""
+        if not 0 <= int(index) < self.num_resolutions:
+            raise ValueError(f'index must be a candidate in [0, {self.num_resolutions}), got {index}')
+        x = self._check(images, self.backbone_input_sizes[index], f'backbone {index}')
+        return self.backbones[index].run(None, {'images': x})[0]
+
     def forward_routed(self, images: np.ndarray) -> OnnxDRNetOutput:
         """Logits plus the chosen resolution and predictor scores of each image."""
-        x = self._check(images)
-        if x.shape[0] == 0:
-            return OnnxDRNetOutput(np.zeros((0, self.num_classes), np.float32), np.zeros(0, np.int64),
-                                   np.zeros((0, self.num_resolutions), np.float32))
+        if self.prepared:
+            raise ValueError('This export takes each graph\'s input at its own size (prepared=True): call '
+                             'forward_prepared(), or route() then classify()')
+        x = self._check(images, self.input_size, 'routed forward')
         if x.shape[0] == 1 and self.single_image is not None and self.cascade == self._single_routing:
             return OnnxDRNetOutput(*self.single_image.run(None, {'images': x}))
+        return self._routed(x, lambda j, chosen: x if len(chosen) == len(x) else x[chosen])
+
+    def forward_prepared(self, small: np.ndarray, images_at: ImagesAt) -> OnnxDRNetOutput:
+        """ Routed forward on images the data pipeline makes: ``small`` at ``predictor_input_size`` for the
+        predictor (under a cascade, only its batch size counts), then ``images_at(j, chosen)``, the images at
+        positions ``chosen`` made at ``backbone_input_sizes[j]``, for each resolution j the routing runs."""
+        small = self._check(small, self.predictor_input_size, 'predictor')
+        return self._routed(small, images_at)
+
+    def _routed(self, small: np.ndarray, images_at: ImagesAt) -> OnnxDRNetOutput:
+        """Predictor routing (``small``: the predictor's input) or the cascade, each group through ``classify``."""
+        if small.shape[0] == 0:
+            return OnnxDRNetOutput(np.zeros((0, self.num_classes), np.float32), np.zeros(0, np.int64),
+                                   np.zeros((0, self.num_resolutions), np.float32))
         if self.cascade is not None:
-            return self._cascade(x)
-        if not self.predictor_trained:  # an untrained predictor does not route: the full resolution, as DRNet does
-            return OnnxDRNetOutput(self.backbones[0].run(None, {'images': x})[0], np.zeros(x.shape[0], np.int64),
-                                   np.eye(self.num_resolutions, dtype=np.float32)[np.zeros(x.shape[0], np.int64)])
-        scores = self.predictor.run(None, {'images': x})[0]
-        index = scores.argmax(1)
-        groups = np.unique(index)
-        if len(groups) == 1:  # one resolution for the whole batch (always, for one image): no gather, no scatter
-            return OnnxDRNetOutput(self.backbones[groups[0]].run(None, {'images': x})[0], index, scores)
-        logits = np.empty((x.shape[0], self.num_classes), dtype=np.float32)
-        for j in groups:
+            return self._cascade(small.shape[0], images_at)
+        index, scores = self.route(small)
+        logits = np.empty((len(index), self.num_classes), dtype=np.float32)
+        for j in np.unique(index):
             chosen = np.flatnonzero(index == j)
-            logits[chosen] = self.backbones[j].run(None, {'images': x[chosen]})[0]
+            logits[chosen] = self.classify(images_at(int(j), chosen), j)
         return OnnxDRNetOutput(logits, index, scores)
 
-    def _cascade(self, x: np.ndarray) -> OnnxDRNetOutput:
+    def _cascade(self, n: int, images_at: ImagesAt) -> OnnxDRNetOutput:
         """Each level's graph on the images still going; an image stops once its top class probability reaches
         the threshold, the last level answers for the rest."""
         levels, threshold = self.cascade
-        logits = np.empty((x.shape[0], self.num_classes), dtype=np.float32)
-        index = np.full(x.shape[0], levels[-1], dtype=np.int64)
-        going = np.arange(x.shape[0])
+        logits = np.empty((n, self.num_classes), dtype=np.float32)
+        index = np.full(n, levels[-1], dtype=np.int64)
+        going = np.arange(n)
         for k, j in enumerate(levels):
-            out = self.backbones[j].run(None, {'images': x if len(going) == x.shape[0] else x[going]})[0]
+            out = self.classify(images_at(j, going), j)
             if k == len(levels) - 1:
                 stop = np.ones(len(going), dtype=bool)
             else:

@@ -6,3 +6,4 @@ from .dataset_factory import SYNTHETIC_NAME, apply_synthetic_defaults, create_da
 from .subset import LoaderSubset
 from .synthetic import SYNTHETIC_CLASSES, SYNTHETIC_DATA_CONFIG, SyntheticTextures, render_image
 from .calibration import calibration_split
+from .transforms import candidate_transforms
