@@ -66,7 +66,7 @@ parser.add_argument('--cascade-levels', type=int, nargs='+', default=None,
 parser.add_argument('--output', default='output/latency')
 
 ROUTINGS = ('static_224', 'static_168', 'static_112', 'predictor', 'cascade', 'static_mix_predictor',
-            'static_mix_cascade')
+            'static_mix_cascade', 'prepared')  # prepared: ONNX only
 
 
 def load_images(data_dir: Path, model: DRNet, n: int) -> torch.Tensor:
@@ -190,8 +190,17 @@ def bench_model(name: str, args, out: Path) -> List[Dict]:
                                             for j, (s, size) in enumerate(zip(statics, sizes))])
                 timm_drnet.export_onnx(model, onnx_dir / 'predictor', input_size=input_size)
                 timm_drnet.export_onnx(cascade_model, onnx_dir / 'cascade', input_size=input_size)
+                timm_drnet.export_onnx(model, onnx_dir / 'prepared', input_size=input_size, prepared=True)
                 routed = timm_drnet.OnnxDRNet(onnx_dir / 'predictor')
                 cascaded = timm_drnet.OnnxDRNet(onnx_dir / 'cascade')
+                # predictor routing with every graph fed at its own size: the small images and each route's images
+                # made beforehand, as the static models' images are (a pipeline makes them in its own resize)
+                prepared = timm_drnet.OnnxDRNet(onnx_dir / 'prepared')
+                small = [torch.nn.functional.interpolate(b, size=prepared.predictor_input_size[1:], mode='bilinear',
+                                                          antialias=True).numpy() for b in batches]
+                at_size = [[resized[j][i].numpy() for j in range(len(sizes))] for i in range(len(batches))]
+                fns[(path, 'prepared')] = lambda: [
+                    prepared.forward_prepared(s, lambda j, chosen, a=a: a[j][chosen]) for s, a in zip(small, at_size)]
             feed = (lambda b: b.numpy()) if path == 'onnx' else (lambda b: b)
             for j, fn in enumerate(static_fns):
                 inputs = [feed(b) for b in resized[j]]
@@ -210,15 +219,19 @@ def bench_model(name: str, args, out: Path) -> List[Dict]:
         times = timed(fns, args.rounds)
         shutil.rmtree(onnx_dir)  # the sessions hold their graphs in memory
         for path in args.paths:
-            ms = {r: np.array([1e3 * t / len(batches) for t in times[(path, r)]]) for r in ROUTINGS}  # per batch
+            routings = [r for r in ROUTINGS if (path, r) in times]
+            ms = {r: np.array([1e3 * t / len(batches) for t in times[(path, r)]]) for r in routings}  # per batch
             med = {r: float(np.median(v)) for r, v in ms.items()}
             ideal = dict(predictor=sum(s * ms[ROUTINGS[j]] for j, s in enumerate(share)),
                          cascade=sum(f * ms[ROUTINGS[j]] for f, j in zip(reach, calibration.levels)))
-            speedup = {r: ms['static_224'] / ms[r] for r in ROUTINGS}  # round by round: drift between rounds cancels
+            ideal['prepared'] = ideal['predictor']
+            mix_of = dict(predictor='static_mix_predictor', cascade='static_mix_cascade',
+                          prepared='static_mix_predictor')
+            speedup = {r: ms['static_224'] / ms[r] for r in routings}  # round by round: drift between rounds cancels
             gmacs = dict(predictor=predictor_gmacs, cascade=cascade_gmacs, static_mix_cascade=cascade_gmacs,
                          static_mix_predictor=predictor_gmacs - table.predictor,
-                         **{ROUTINGS[j]: table.backbone[j] for j in range(3)})
-            for routing in ROUTINGS:
+                         prepared=predictor_gmacs, **{ROUTINGS[j]: table.backbone[j] for j in range(3)})
+            for routing in routings:
                 rows.append(dict(
                     model=name.replace('drnet_', ''), path=path, batch=bs, routing=routing, ms=round(med[routing], 3),
                     p10_ms=round(float(np.percentile(ms[routing], 10)), 3),
@@ -228,10 +241,10 @@ def bench_model(name: str, args, out: Path) -> List[Dict]:
                     speedup_p90=round(float(np.percentile(speedup[routing], 90)), 3),
                     routing_efficiency=round(float(np.median(ideal[routing] / ms[routing])), 3)
                     if routing in ideal else '',
-                    mix_efficiency=round(float(np.median(ms[f'static_mix_{routing}'] / ms[routing])), 3)
+                    mix_efficiency=round(float(np.median(ms[mix_of[routing]] / ms[routing])), 3)
                     if routing in ideal else '',
                     gmacs=round(gmacs[routing], 4), gmacs_speedup=round(table.backbone[0] / gmacs[routing], 3),
-                    shares='/'.join(f'{s:.2f}' for s in (share if routing.endswith('predictor') else
+                    shares='/'.join(f'{s:.2f}' for s in (share if routing.endswith(('predictor', 'prepared')) else
                                                          reach if routing.endswith('cascade') else ())),
                     weights='trained' if trained else 'stand-in'))
     return rows
