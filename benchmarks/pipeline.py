@@ -4,13 +4,18 @@
 times the whole call per image, from the decoded photo (timm's eval transform on PIL images, decoded once
 beforehand) to the logits, in alternating rounds (median, p10 / p90), for
 
-* ``static_224``: the 224 px transform, then the static 224 px graph (BNs folded, as ``latency.py``'s);
+* ``static_224``: the 224 px transform, then the static 224 px graph (BNs folded, as ``latency.py``'s; its session's
+  threads stop spinning when a run returns, as ``OnnxDRNet``'s: left spinning, they take the cores from the
+  transform that runs next);
 * ``static_mix``: each photo's transform at its route's size, then the static graph of that size (the ideal);
 * ``predictor``: the 224 px transform, then ``OnnxDRNet`` on the full-size export (for one image its single-image
   graph, which resizes inside);
 * ``prepared``: the predictor's small transform, the route, then the transform at the route's size and that
   backbone graph (``OnnxDRNet.forward_prepared`` on ``export_onnx(prepared=True)``, the transforms from
-  ``candidate_transforms``: each size made in one resize of the photo).
+  ``candidate_transforms``: each size made in one resize of the photo, bilinear below 224 px as DRNet resizes).
+
+The images are imagenette224's photos, stored at 224 x 224: timm's 224 px transform upsamples them to 256 px and
+crops, the smaller sizes downsample them.
 
 The budget is set with ``set_budget`` on ``--calib-dir`` at ``--target-fraction`` of the 224 GMACs. Top-1, GMACs
 and routes of ``predictor`` and ``prepared`` are measured on every photo of ``--eval-dir``: PIL's one resize to a
@@ -47,7 +52,7 @@ parser.add_argument('--calib-dir', default='output/imagenette/data/calibration',
 parser.add_argument('--classes', default='../shared/data/imagenette224/classes.tsv',
                     help='synset -> ImageNet index (the labels of a 1000-class head)')
 parser.add_argument('--num-images', type=int, default=64, help='photos timed')
-parser.add_argument('--rounds', type=int, default=11, help='timed rounds (median)')
+parser.add_argument('--rounds', type=int, default=21, help='timed rounds (median)')
 parser.add_argument('--target-fraction', type=float, default=0.46, help='budget: fraction of the 224 GMACs')
 parser.add_argument('--output', default='output/pipeline')
 
@@ -85,7 +90,7 @@ def main() -> None:
     timm_drnet.export_onnx(model, directory / 'prepared', input_size=input_size, prepared=True)
     full, prepared = timm_drnet.OnnxDRNet(directory / 'full'), timm_drnet.OnnxDRNet(directory / 'prepared')
     statics = [onnx_static(select_resolution_bn(copy.deepcopy(model.backbone), j), size, directory, j)
-               for j, size in enumerate(sizes)]  # (alone, in a mix) sessions
+               for j, size in enumerate(sizes)]  # (alone, in a mix) sessions: the second stops spinning
 
     def make(image: Image.Image, j: int) -> np.ndarray:
         return size_tfs[j](image)[None].numpy()
@@ -98,7 +103,7 @@ def main() -> None:
         routes = [int(run_prepared(im).resolution_index[0]) for im in timed_photos]
         full_routes = [int(full.forward_routed(make(im, 0)).resolution_index[0]) for im in timed_photos]
     fns = dict(
-        static_224=lambda: [statics[0][0](make(im, 0)) for im in timed_photos],
+        static_224=lambda: [statics[0][1](make(im, 0)) for im in timed_photos],
         static_mix=lambda: [statics[j][1](make(im, j)) for im, j in zip(timed_photos, routes)],
         predictor=lambda: [full(make(im, 0)) for im in timed_photos],
         prepared=lambda: [run_prepared(im) for im in timed_photos],
