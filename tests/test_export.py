@@ -256,34 +256,62 @@ def test_runner_errors(exported, tmp_path):
         OnnxDRNet(tmp_path)
 
 
-def test_prepared_export_takes_each_graph_input_at_its_own_size(exported, tmp_path):
-    """A prepared export's graphs hold no resize: fed the small images and each route's images resized by PyTorch
-    beforehand, ``route`` then ``classify`` give the model's routes and logits; the full-size runner routes alike."""
-    model, directory, config, x = exported
-    prepared = export_onnx(model, tmp_path / 'prepared', (3, SIZE, SIZE), prepared=True)
-    assert prepared['prepared'] and prepared['single_image'] is None and not config['prepared']
-    sizes = model.candidate_sizes(SIZE, SIZE)
-    p = model.predictor_size
+def _resized(images: torch.Tensor, size) -> np.ndarray:
+    return F.interpolate(images, size=size, mode='bilinear', antialias=True).numpy()
 
-    def resize(images: torch.Tensor, size) -> np.ndarray:
-        return F.interpolate(images, size=size, mode='bilinear', antialias=True).numpy()
+
+@pytest.fixture(scope='module')
+def prepared(exported, tmp_path_factory):
+    """The ``exported`` model written again with ``prepared=True``, and its runner."""
+    model, directory, config, x = exported
+    target = tmp_path_factory.mktemp('prepared')
+    return export_onnx(model, target, (3, SIZE, SIZE), prepared=True), target, OnnxDRNet(target)
+
+
+def test_prepared_export_takes_each_graph_input_at_its_own_size(exported, prepared):
+    """A prepared export's graphs hold no resize: fed the small images and each route's images resized by PyTorch
+    beforehand, ``route`` then ``classify`` give the model's routes and logits; on a full-size export the same two
+    calls take full-size images."""
+    model, directory, config, x = exported
+    prepared_config, target, runner = prepared
+    assert prepared_config['prepared'] and prepared_config['single_image'] is None and not config['prepared']
+    sizes, p = model.candidate_sizes(SIZE, SIZE), model.predictor_size
     for name, size in [('predictor.onnx', (p, p)), *((f'backbone_{j}.onnx', s) for j, s in enumerate(sizes))]:
-        graph = onnx.load(str(tmp_path / 'prepared' / name)).graph
+        graph = onnx.load(str(target / name)).graph
         assert [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim][1:] == [3, *size]
         resizing = len(onnx.load(str(directory / name)).graph.node) - len(graph.node)  # TapResize's nodes
         assert resizing == 0 if size == (SIZE, SIZE) else resizing > 0
-    runner = OnnxDRNet(tmp_path / 'prepared')
     assert runner.predictor_input_size == (3, p, p) and runner.backbone_input_sizes == [(3, *s) for s in sizes]
     with torch.no_grad():
         out = model.forward_routed(x)
-    index, scores = runner.route(resize(x, (p, p)))
+    index, scores = runner.route(_resized(x, (p, p)))
     assert index.tolist() == out.resolution_index.tolist()
     np.testing.assert_allclose(scores, model.predict_logits(x).detach().numpy(), atol=1e-4)
     for j, size in enumerate(sizes):
         chosen = np.flatnonzero(index == j)
-        logits = runner.classify(resize(x[chosen], size), j)
-        assert np.abs(logits - out.logits[chosen].numpy()).max() < 1e-4
-    small, at_size = resize(x, (p, p)), [resize(x, size) for size in sizes]
+        assert np.abs(runner.classify(_resized(x[chosen], size), j) - out.logits[chosen].numpy()).max() < 1e-4
+    full = OnnxDRNet(directory)
+    assert full.route(x.numpy())[0].tolist() == index.tolist()
+    assert np.abs(full.classify(x.numpy(), 1) - model(x, resolution_index=1).detach().numpy()).max() < 1e-4
+    with pytest.raises(ValueError, match=r'prepared=True.*forward_prepared\(\)'):
+        runner.forward_routed(x.numpy())
+    with pytest.raises(ValueError, match=rf"predictor takes image batches shaped \(B, 3, {p}, {p}\)"):
+        runner.route(x.numpy())
+    with pytest.raises(ValueError, match=r'backbone 2 takes image batches shaped \(B, 3, 48, 48\)'):
+        runner.classify(_resized(x, sizes[1]), 2)
+    with pytest.raises(ValueError, match=r'candidate in \[0, 3\)'):
+        runner.classify(_resized(x, sizes[0]), 3)
+
+
+def test_forward_prepared_routes_like_the_model(exported, prepared):
+    """``forward_prepared`` asks for each route's images and answers as the model does, by the predictor and by a
+    cascade (each level's images of those still going)."""
+    model, directory, config, x = exported
+    runner = prepared[2]
+    small = _resized(x, (model.predictor_size,) * 2)
+    at_size = [_resized(x, size) for size in model.candidate_sizes(SIZE, SIZE)]
+    with torch.no_grad():
+        out = model.forward_routed(x)
     result = runner.forward_prepared(small, lambda j, chosen: at_size[j][chosen])
     assert result.resolution_index.tolist() == out.resolution_index.tolist()
     assert np.abs(result.logits - out.logits.numpy()).max() < 1e-4
@@ -292,33 +320,27 @@ def test_prepared_export_takes_each_graph_input_at_its_own_size(exported, tmp_pa
         points = model(x, resolution_index=2).softmax(-1).amax(-1).sort().values
     k = len(x) // 4 + points[len(x) // 4:3 * len(x) // 4].diff().argmax()
     threshold = ((points[k] + points[k + 1]) / 2).item()
-    runner.set_cascade(threshold, levels=(2, 0))  # the cascade asks for each level's images of the ones still going
-    asked = []
-    cascaded = runner.forward_prepared(small, lambda j, chosen: asked.append((j, len(chosen))) or at_size[j][chosen])
     model.set_cascade(threshold, levels=(2, 0))
+    runner.set_cascade(threshold, levels=(2, 0))
     try:
         with torch.no_grad():
             ref = model.forward_routed(x)
+        asked = []
+
+        def images_at(j, chosen):
+            asked.append((j, len(chosen)))
+            return at_size[j][chosen]
+        cascaded = runner.forward_prepared(small, images_at)
     finally:
         model.set_cascade(None)
+        runner.set_cascade(None)
     assert cascaded.resolution_index.tolist() == ref.resolution_index.tolist()
     assert np.abs(cascaded.logits - ref.logits.numpy()).max() < 1e-4
     going = int((ref.resolution_index == 0).sum())
     assert 0 < going < len(x) and asked == [(2, len(x)), (0, going)]
-    full = OnnxDRNet(directory)  # the same two calls on a full-size export take full-size images
-    assert full.route(x.numpy())[0].tolist() == index.tolist()
-    assert np.abs(full.classify(x.numpy(), 1) - model(x, resolution_index=1).detach().numpy()).max() < 1e-4
-    with pytest.raises(ValueError, match=r'prepared=True.*forward_prepared\(\)'):
-        runner.forward_routed(x.numpy())
-    with pytest.raises(ValueError, match=rf"predictor takes image batches shaped \(B, 3, {p}, {p}\)"):
-        runner.route(x.numpy())
-    with pytest.raises(ValueError, match=r'backbone 2 takes image batches shaped \(B, 3, 48, 48\)'):
-        runner.classify(resize(x, sizes[1]), 2)
-    with pytest.raises(ValueError, match=r'candidate in \[0, 3\)'):
-        runner.classify(resize(x, sizes[0]), 3)
 
 
-def test_candidate_transforms_make_each_size_in_one_resize(tmp_path):
+def test_candidate_transforms_make_each_size_in_one_resize():
     """Each transform is timm's eval crop at its size: the decoded image resized once to size / crop_pct on its
     short side (PIL: the config's bicubic at the full size, bilinear below it), centre-cropped, normalised."""
     from PIL import Image
