@@ -263,7 +263,9 @@ class OnnxDRNet:
     def route(self, images: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """ The predictor graph's route (B,) and scores (B, m), resolution bias included, for images shaped
         ``predictor_input_size``; an untrained predictor sends every image to candidate 0, as ``DRNet`` does."""
-        x = self._check(images, self.predictor_input_size, 'predictor')
+        return self._route(self._check(images, self.predictor_input_size, 'predictor'))
+
+    def _route(self, x: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         if not self.predictor_trained:
             index = np.zeros(x.shape[0], np.int64)
             return index, np.eye(self.num_resolutions, dtype=np.float32)[index]
@@ -295,13 +297,14 @@ class OnnxDRNet:
         return self._routed(small, images_at)
 
     def _routed(self, small: np.ndarray, images_at: ImagesAt) -> OnnxDRNetOutput:
-        """Predictor routing (``small``: the predictor's input) or the cascade, each group through ``classify``."""
+        """Predictor routing (``small``: the predictor's input, checked) or the cascade, each group through
+        ``classify``."""
         if small.shape[0] == 0:
             return OnnxDRNetOutput(np.zeros((0, self.num_classes), np.float32), np.zeros(0, np.int64),
                                    np.zeros((0, self.num_resolutions), np.float32))
         if self.cascade is not None:
             return self._cascade(small.shape[0], images_at)
-        index, scores = self.route(small)
+        index, scores = self._route(small)
         logits = np.empty((len(index), self.num_classes), dtype=np.float32)
         for j in np.unique(index):
             chosen = np.flatnonzero(index == j)
