@@ -56,6 +56,7 @@ import timm_drnet
 from timm_drnet import DRNet, select_resolution_bn
 from timm_drnet.config import load_drnet, run_data_config
 from timm_drnet.pretrained import efficientnet_lite0_pretrained
+from timm_drnet.routing import resize
 
 parser = argparse.ArgumentParser(description='DRNet against static models, eager / compiled / ONNX Runtime')
 parser.add_argument('--data-dir', default='../shared/data/imagenette224/val', help='ImageFolder of real photos')
@@ -75,13 +76,17 @@ ROUTINGS = ('static_224', 'static_168', 'static_112', 'predictor', 'cascade', 's
             'static_mix_cascade', 'predictor_prepared', 'cascade_prepared')  # *_prepared: ONNX only
 
 
-def load_images(data_dir: Path, model: DRNet, n: int) -> torch.Tensor:
-    transform = create_transform(**run_data_config({}, model))
+def image_paths(data_dir: Path, n: int = 0) -> List[Path]:
+    """The image files under ``data_dir``, sorted: every one, or ``n`` spread over the list."""
     paths = sorted(p for p in data_dir.rglob('*') if p.suffix.lower() in ('.jpeg', '.jpg', '.png'))
     if not paths:
         raise SystemExit(f'No images found under {data_dir}')
-    step = max(1, len(paths) // n)
-    return torch.stack([transform(Image.open(p).convert('RGB')) for p in paths[::step][:n]])
+    return paths[::max(1, len(paths) // n)][:n] if n else paths
+
+
+def load_images(data_dir: Path, model: DRNet, n: int) -> torch.Tensor:
+    transform = create_transform(**run_data_config({}, model))
+    return torch.stack([transform(Image.open(p).convert('RGB')) for p in image_paths(data_dir, n)])
 
 
 def stand_in(name: str) -> DRNet:
@@ -179,8 +184,7 @@ def bench_model(name: str, args, out: Path) -> List[Dict]:
         stops = [torch.tensor([position[j] for j in a.tolist()]) for a in answered]  # the level each image stopped at
         reach = [torch.cat(stops).ge(k).double().mean().item() for k in range(len(calibration.levels))]
         predictor_gmacs = sum(s * c for s, c in zip(share, table.backbone)) + table.predictor
-        resized = [[torch.nn.functional.interpolate(b, size=s, mode='bilinear', antialias=True) for b in batches]
-                   for s in sizes]
+        resized = [[resize(b, s) for b in batches] for s in sizes]
         # the static models that knew each image's resolution in advance, run in the routes' order: (candidate, its
         # images already at that size) for each group of each batch, as predictor routing and the cascade ran them
         mixes = dict(
@@ -210,8 +214,7 @@ def bench_model(name: str, args, out: Path) -> List[Dict]:
                 at_size = [[resized[j][i].numpy() for j in range(len(sizes))] for i in range(len(batches))]
                 for routing, m in (('predictor', model), ('cascade', cascade_model)):
                     timm_drnet.export_onnx(m, onnx_dir / f'{routing}_prepared', input_size=input_size, prepared=True)
-                    small = [torch.nn.functional.interpolate(b, size=(m.predictor_size,) * 2, mode='bilinear',
-                                                              antialias=True).numpy() for b in batches]
+                    small = [resize(b, (m.predictor_size,) * 2).numpy() for b in batches]
                     runner = timm_drnet.OnnxDRNet(onnx_dir / f'{routing}_prepared')
                     fns[(path, f'{routing}_prepared')] = prepared_calls(runner, small, at_size)
             feed = (lambda b: b.numpy()) if path == 'onnx' else (lambda b: b)
@@ -269,6 +272,9 @@ FIELDS = ['model', 'path', 'batch', 'routing', 'ms', 'p10_ms', 'p90_ms', 'speedu
 
 def main() -> None:
     args = parser.parse_args()
+    if max(args.batch_sizes) > args.num_images:
+        parser.error(f'--batch-sizes {max(args.batch_sizes)} needs at least as many --num-images '
+                     f'(got {args.num_images})')
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     print(f'torch {torch.__version__}, {torch.get_num_threads()} threads; paths {args.paths}; median of '

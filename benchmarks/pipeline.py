@@ -42,7 +42,7 @@ import timm_drnet
 from timm_drnet import DRNet, select_resolution_bn
 from timm_drnet.config import load_drnet, run_data_config
 from timm_drnet.data import candidate_transforms
-from latency import onnx_static, timed
+from latency import image_paths, onnx_static, timed
 
 parser = argparse.ArgumentParser(description='DRNet end to end from decoded photos, ONNX Runtime, batch 1')
 parser.add_argument('--checkpoint', required=True, help='a trained DRNet with a trained predictor')
@@ -61,12 +61,7 @@ CONFIGS = ('static_224', 'static_mix', 'predictor', 'prepared')
 
 def photos(directory: Path, n: int = 0) -> List[Tuple[Image.Image, str]]:
     """Decoded RGB photos and their folder (synset) names: every photo, or ``n`` spread over the sorted list."""
-    paths = sorted(p for p in directory.rglob('*') if p.suffix.lower() in ('.jpeg', '.jpg', '.png'))
-    if not paths:
-        raise SystemExit(f'No images found under {directory}')
-    if n:
-        paths = paths[::max(1, len(paths) // n)][:n]
-    return [(Image.open(p).convert('RGB'), p.parent.name) for p in paths]
+    return [(Image.open(p).convert('RGB'), p.parent.name) for p in image_paths(directory, n)]
 
 
 def main() -> None:
