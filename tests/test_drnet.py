@@ -66,6 +66,64 @@ def test_scatter_equals_each_image_alone(warm_model):
             torch.testing.assert_close(out.logits[i:i + 1], ref, rtol=1e-4, atol=1e-5)
 
 
+def test_forward_prepared_answers_as_each_image_alone(warm_model):
+    """Fed the predictor's small images and each route's images made beforehand, ``forward_prepared`` routes as
+    ``forward_routed`` does on the full-size batch, asks once per resolution for the images routed there, and answers
+    each image with the plain backbone of its route; a cascade asks each level for the images still going."""
+    model, x = warm_model, torch.randn(9, 3, SIZE, SIZE)
+    small = hand_resize(x, model.predictor_size)
+    at_size = [hand_resize(x, size) for size in SIZES]
+    asked = []
+
+    def images_at(j, chosen):
+        asked.append((j, chosen.tolist()))
+        return at_size[j][chosen]
+    with torch.no_grad():
+        model.resolution_bias.copy_(-model.predict_logits(x, bias=False).mean(0))  # routes spread over the three
+        ref = model.forward_routed(x)
+        out = model.forward_prepared(small, images_at, input_size=(3, SIZE, SIZE))
+        routes = out.resolution_index.tolist()
+        assert routes == ref.resolution_index.tolist() and len(set(routes)) > 1
+        torch.testing.assert_close(out.logits, ref.logits, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(out.probs, ref.probs)
+        torch.testing.assert_close(out.cost, ref.cost)
+        assert sorted(asked) == [(j, [i for i, r in enumerate(routes) if r == j]) for j in sorted(set(routes))]
+        for i, j in enumerate(routes):
+            alone = plain_backbone(model, j).eval()(hand_resize(x[i:i + 1], SIZES[j]))
+            torch.testing.assert_close(out.logits[i:i + 1], alone, rtol=1e-4, atol=1e-5)
+        empty = model.forward_prepared(small[:0], images_at, input_size=(3, SIZE, SIZE))
+        assert empty.logits.shape == (0, 5) and empty.resolution_index.shape == (0,)
+
+        points = model(x, resolution_index=2).softmax(-1).amax(-1).sort().values
+        model.set_cascade(((points[3] + points[4]) / 2).item(), levels=(2, 0))  # 5 of 9 images stop at 48 px
+        asked.clear()
+        try:
+            ref = model.forward_routed(x)
+            out = model.forward_prepared(small, images_at, input_size=(3, SIZE, SIZE))
+        finally:
+            model.set_cascade(None)
+    assert out.resolution_index.tolist() == ref.resolution_index.tolist()
+    torch.testing.assert_close(out.logits, ref.logits, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out.cost, ref.cost)
+    going = [i for i, r in enumerate(ref.resolution_index.tolist()) if r == 0]
+    assert len(going) == 4 and asked == [(2, list(range(9))), (0, going)]
+
+
+def test_forward_prepared_names_bad_inputs(warm_model):
+    small, images = torch.randn(2, 3, 64, 64), torch.randn(2, 3, 72, 72)
+    with pytest.raises(ValueError, match=r"small \(the predictor's input\) must be shaped \(B, 3, 64, 64\), "
+                                         r"got \(2, 3, 96"):
+        warm_model.forward_prepared(torch.randn(2, 3, SIZE, SIZE), lambda j, c: images, input_size=(3, SIZE, SIZE))
+    with pytest.raises(TypeError, match='torch.Tensor'):
+        warm_model.forward_prepared(small.numpy(), lambda j, c: images, input_size=(3, SIZE, SIZE))
+    force_routes(warm_model, [2, 2])
+    with pytest.raises(ValueError, match=r"images_at\(2, chosen\) \(candidate 2's images\) must be shaped "
+                                         r"\(2, 3, 48, 48\), got \(2, 3, 72, 72\)"):
+        warm_model.forward_prepared(small, lambda j, c: images, input_size=(3, SIZE, SIZE))
+    with pytest.raises(RuntimeError, match='model.eval'):
+        warm_model.train().forward_prepared(small, lambda j, c: images)
+
+
 @pytest.mark.parametrize('j', [0, 1, 2])
 def test_uniform_batch_equals_plain_backbone(warm_model, j):
     x = torch.randn(6, 3, SIZE, SIZE)

@@ -8,6 +8,7 @@ from torch import nn
 from torch._dynamo.utils import counters
 
 from timm_drnet import DRNetLoss
+from timm_drnet.routing import resize
 
 SIZE = 96
 
@@ -66,6 +67,31 @@ def test_compile_one_graph_per_resolution_without_recompiles(warm_drnet, varied_
     model.train()  # training runs eagerly: no new graph
     model(x[:4])
     assert counters['frames']['total'] == frames
+
+
+@pytest.mark.slow  # the predictor and the backbone on prepared images compiled (aot_eager): 5-10 s
+def test_compiled_forward_prepared_matches_eager(warm_drnet, varied_images):
+    """``forward_prepared`` after ``compile_for_inference`` runs compiled regions on the prepared images (groups of
+    several images and single images) and answers as the eager model, by the predictor and by a cascade."""
+    torch._dynamo.reset()
+    model = warm_drnet()
+    eager = copy.deepcopy(model)
+    model.compile_for_inference(backend='aot_eager')
+    x = varied_images(12, SIZE)
+    small = resize(x, (model.predictor_size,) * 2)
+    at_size = [resize(x, size) for size in model.candidate_sizes(SIZE, SIZE)]
+    counters.clear()
+    with torch.no_grad():
+        for threshold in (None, 0.5):
+            model.set_cascade(threshold)
+            eager.set_cascade(threshold)
+            for batch in (12, 1, 5):
+                out, ref = (m.forward_prepared(small[:batch], lambda j, chosen: at_size[j][chosen], (3, SIZE, SIZE))
+                            for m in (model, eager))
+                assert torch.equal(out.resolution_index, ref.resolution_index)
+                torch.testing.assert_close(out.logits, ref.logits, rtol=1e-4, atol=1e-5)
+    model.set_cascade(None)
+    assert counters['stats']['unique_graphs'] >= 2 * 2  # the predictor and a resolution, for groups and one image
 
 
 def test_channels_last_gives_the_same_logits(warm_drnet, varied_images, device):

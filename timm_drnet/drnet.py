@@ -36,7 +36,8 @@ from .layers import (
     resolution_norms, unused_branch_anchor,
 )
 from .routing import (
-    PREDICTOR_GRADS, FullGrid, Run, candidate_sizes, cascade_route, check_cascade, check_images, check_resolutions,
+    PREDICTOR_GRADS, FullGrid, ImagesAt, Run, candidate_sizes, cascade_route, check_cascade, check_images,
+    check_prepared, check_resolutions,
     gumbel_straight_through, hard_weighted, other_resolution_outputs, resize, split_run, tree_map,
 )
 
@@ -181,6 +182,11 @@ class DRNet(nn.Module):
             # a plain attribute: skip nn.Module.__setattr__'s registry checks (60 us per call on Lite0's 49 norms)
             object.__setattr__(norm, 'active', index)
 
+    def _warn_untrained(self, stacklevel: int) -> None:
+        if not self._warned_untrained:
+            self._warned_untrained = True
+            warnings.warn(_UNTRAINED, stacklevel=stacklevel + 1)
+
     def mark_predictor_trained(self, trained: bool = True) -> None:
         """Say whether the predictor's weights are trained (routed training sets it): eval routes by it only then."""
         self.predictor_trained.fill_(trained)
@@ -224,7 +230,8 @@ class DRNet(nn.Module):
     def compile_for_inference(self, **compile_kwargs) -> None:
         """ ``torch.compile`` the predictor and the backbone at each resolution, used in eval mode (see ``compile``);
         ``compile_kwargs`` go to ``torch.compile``. Warm up with each resolution and the batch sizes you serve."""
-        self._compiled = compile_methods(type(self), ('_predictor_scores', '_backbone_at'), **compile_kwargs)
+        self._compiled = compile_methods(type(self), ('_predictor_scores', '_backbone_at', '_backbone_prepared'),
+                                         **compile_kwargs)
 
     def _call(self, fn: Run, x: torch.Tensor, index: int) -> Any:
         """``fn(x, index)``; in training with gradient checkpointing, recomputed in backward (fn sets its branch)."""
@@ -260,9 +267,7 @@ class DRNet(nn.Module):
             hard = F.one_hot(index, self.num_resolutions).float()
             return out, index, hard, hard, cost if table else None
         if not self.training and not self.predictor_trained:
-            if not self._warned_untrained:
-                self._warned_untrained = True
-                warnings.warn(_UNTRAINED, stacklevel=3)
+            self._warn_untrained(3)
             index = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
             hard = F.one_hot(index, self.num_resolutions).float()
             return run(x, 0), index, hard, hard, zeros + table.backbone[0] if table else None
@@ -288,6 +293,44 @@ class DRNet(nn.Module):
     def forward_routed(self, x: torch.Tensor) -> DRNetOutput:
         """Logits plus the routing record: chosen resolution, probabilities, hard weights, per-image cost."""
         return DRNetOutput(*self._routed(x, self.forward_resolution, with_cost=True))
+
+    def forward_prepared(self, small: torch.Tensor, images_at: ImagesAt,
+                         input_size: Optional[Sequence[int]] = None) -> DRNetOutput:
+        """ Routed inference on images the data pipeline makes, so the model resizes nothing (as
+        ``OnnxDRNet.forward_prepared``): ``small`` (B, C, p, p), p = ``predictor_size``, for the predictor (under a
+        cascade only its batch size counts), then ``images_at(j, chosen)``: the images at positions ``chosen`` (a
+        long tensor) made at candidate j's size of ``input_size`` (C, H, W; default the model's), for each
+        resolution j the routing runs. Gives ``forward_routed``'s record of those full-size images when each input
+        is their ``routing.resize``; eval mode only, compiled regions used after ``compile_for_inference``."""
+        if self.training:
+            raise RuntimeError('forward_prepared is an inference path: call model.eval() first (train with forward)')
+        c, h, w = tuple(input_size or self.default_input_size())
+        sizes, table = self.candidate_sizes(h, w), self.cost_table((c, h, w))
+        check_prepared(small, (None, c, self.predictor_size, self.predictor_size), 'small (the predictor\'s input)')
+        positions = torch.arange(small.shape[0], device=small.device)
+
+        def run(chosen: torch.Tensor, j: int) -> torch.Tensor:
+            images = images_at(j, chosen)
+            check_prepared(images, (len(chosen), c, *sizes[j]), f'images_at({j}, chosen) (candidate {j}\'s images)')
+            self.set_resolution(j)
+            return self._run('_backbone_prepared', images)
+        if self.cascade is not None:
+            logits, index, cost = cascade_route(positions, self.cascade, run, table.backbone)
+            hard = F.one_hot(index, self.num_resolutions).float()
+            return DRNetOutput(logits, index, hard, hard, cost)
+        if not self.predictor_trained:
+            self._warn_untrained(2)
+            index = torch.zeros_like(positions)
+            hard = F.one_hot(index, self.num_resolutions).float()
+            return DRNetOutput(run(positions, 0), index, hard, hard, table.per_image(index))
+        pred_logits = self.predict_logits(small)
+        hard = self.select(pred_logits)
+        index = hard.argmax(dim=-1)
+        logits = split_run(positions, index, torch.bincount(index, minlength=self.num_resolutions).tolist(), run)
+        return DRNetOutput(logits, index, pred_logits.float().softmax(-1), hard, table.per_image(index))
+
+    def _backbone_prepared(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
 
     def forward(self, x: torch.Tensor, resolution_index: Optional[int] = None) -> torch.Tensor:
         """Logits, each image at its routed resolution; or the whole batch at candidate ``resolution_index``."""

@@ -12,9 +12,10 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
-    'MIN_INPUT_SIZE', 'PREDICTOR_GRADS', 'Cascade', 'candidate_sizes', 'snap', 'check_images', 'check_resolutions',
+    'MIN_INPUT_SIZE', 'PREDICTOR_GRADS', 'Cascade', 'candidate_sizes', 'snap', 'check_images', 'check_prepared',
+    'check_resolutions',
     'check_cascade', 'check_levels', 'cascade_route', 'gumbel_straight_through', 'resize', 'resample_to',
-    'split_run', 'top_probability', 'tree_leaves', 'tree_map', 'FullGrid', 'other_resolution_outputs',
+    'split_run', 'top_probability', 'ImagesAt', 'tree_leaves', 'tree_map', 'FullGrid', 'other_resolution_outputs',
     'hard_weighted',
 ]
 
@@ -26,6 +27,7 @@ MIN_INPUT_SIZE = 16
 PREDICTOR_GRADS = ('routed', 'all')
 
 Run = Callable[[torch.Tensor, int], Any]  # (images, candidate index) -> a tensor or tuple of tensors, a row per image
+ImagesAt = Callable[[int, torch.Tensor], torch.Tensor]  # (candidate j, positions) -> those images made at j's size
 
 
 def tree_map(fn: Callable, *trees: Any) -> Any:
@@ -100,6 +102,18 @@ def check_images(x: torch.Tensor, in_chans: int, sizes: Callable[[int, int], Lis
     if min(smallest) < MIN_INPUT_SIZE:
         raise ValueError(f'Input of {x.shape[2]}x{x.shape[3]} px is too small: the smallest candidate '
                          f'resolution would be {smallest[0]}x{smallest[1]} px, below the {MIN_INPUT_SIZE} px minimum')
+
+
+def check_prepared(x: torch.Tensor, shape: Sequence[Optional[int]], what: str) -> None:
+    """Raise a clear error unless ``x`` is a floating point batch shaped ``shape`` (``None``: any batch size), a
+    prepared input named ``what``."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f'{what} must be a torch.Tensor batch, got {type(x).__name__}')
+    if x.ndim != len(shape) or any(s is not None and s != n for s, n in zip(shape, x.shape)):
+        expected = ', '.join('B' if s is None else str(s) for s in shape)
+        raise ValueError(f'{what} must be shaped ({expected}), got {tuple(x.shape)}')
+    if not x.is_floating_point():
+        raise TypeError(f'{what} must be normalised floating point images, got {x.dtype}')
 
 
 def gumbel_straight_through(logits: torch.Tensor, tau: float = 1.0, noise: bool = True) -> torch.Tensor:
