@@ -16,7 +16,7 @@ Every model is trained by ``train.py`` as a user runs it, and saved in ``<output
 1. static baselines: the backbone fine-tuned at 224, at 168 and at 112 alone (same data, epochs and recipe);
 2. stage 1 (private BNs, the three losses summed, lr / 3), without distillation and with ``--distill``;
 3. the predictor of the distilled stage 1, trained on per-resolution losses (``--stage predictor``, backbone
-   frozen, 48 px input), and the paper's stage 2 objective on the same frozen backbone (``--stage drnet
+   frozen, 32 px input), and the paper's stage 2 objective on the same frozen backbone (``--stage drnet
    --freeze-backbone``, the predictor's default 64 px);
 4. the paper's stage 2 with the backbone trained jointly at one alpha (``--stage drnet``).
 
@@ -63,9 +63,10 @@ parser.add_argument('--distill-temperature', type=float, default=4.0,
                     help='the pilot\'s best for the 112 px branch (T 1: 91.0, T 4: 93.0 on val)')
 parser.add_argument('--predictor', default='backbone', choices=('mobile', 'resnet', 'backbone'),
                     help='predictor design (backbone: a copy of the pretrained Lite0 stages 1-3)')
-parser.add_argument('--predictor-size', type=int, default=48,
-                    help='input side of the --stage predictor predictor: 48 px routed as well as 64 on imagenette '
-                         'at 56%% of its GMACs (docs/results.md); the paper\'s stage 2 keeps the default 64 px')
+parser.add_argument('--predictor-size', type=int, default=32,
+                    help='input side of the --stage predictor predictor: 32 px routed as well as 48 and 64 on '
+                         'imagenette at 44%% / 25%% of their GMACs (docs/results.md); the paper\'s stage 2 keeps the '
+                         'default 64 px')
 parser.add_argument('--predictor-epochs', type=int, default=30, help='--stage predictor epochs')
 parser.add_argument('--predictor-lr', type=float, default=1e-3, help='--stage predictor AdamW learning rate')
 parser.add_argument('--target-temperature', type=float, default=1.0, help='--stage predictor target temperature')
