@@ -228,7 +228,8 @@ class DRNet(nn.Module):
         return getattr(self, name)(x, *args) if compiled is None else compiled(self, x, *args)
 
     def compile_for_inference(self, **compile_kwargs) -> None:
-        """ ``torch.compile`` the predictor and the backbone at each resolution, used in eval mode (see ``compile``);
+        """ ``torch.compile`` the predictor and the backbone at each resolution (on full-size images, and on prepared
+        ones for ``forward_prepared``), used in eval mode (see ``compile``);
         ``compile_kwargs`` go to ``torch.compile``. Warm up with each resolution and the batch sizes you serve."""
         self._compiled = compile_methods(type(self), ('_predictor_scores', '_backbone_at', '_backbone_prepared'),
                                          **compile_kwargs)
