@@ -16,7 +16,8 @@ forward per image and other resolution in training.
 
 Every routed forward goes through one dispatch (``_routed``; ``resolution_index=j`` runs candidate j alone): a
 confidence cascade when one is set (eval), the full resolution for every image while the predictor has never been
-trained (eval), else the predictor. Spatial
+trained (eval), else the predictor. ``forward_prepared`` makes the same choice in eval on images the data pipeline
+made at each candidate's size, with the same split and cascade steps. Spatial
 outputs (unpooled features, intermediates) of images routed to a smaller resolution are resampled onto the
 full-resolution grid, so a batch of mixed resolutions stacks; logits are always the backbone's own.
 """
