@@ -1,4 +1,5 @@
-""" predictor='backbone': a copy of the backbone's first stages, checked against timm's own features_only models."""
+""" predictor='backbone' / 'stem': a copy of the backbone's first stages, checked against timm's own features_only
+models."""
 import pytest
 import safetensors.torch
 import torch
@@ -19,24 +20,25 @@ def _randomize_bn(model: torch.nn.Module) -> None:
             m.running_var.uniform_(0.5, 2.0)
 
 
-def _features_reference(name: str, backbone: torch.nn.Module) -> torch.nn.Module:
-    """timm's features_only model at feature index 2 with the backbone's weights.
+def _features_reference(name: str, backbone: torch.nn.Module, index: int = 2) -> torch.nn.Module:
+    """timm's features_only model at feature ``index`` with the backbone's weights.
 
     features_only flattens top-level sequentials ('stem.0' -> 'stem_0'), so names are mapped back.
     """
-    ref = timm.create_model(name, features_only=True, out_indices=(2,))
+    ref = timm.create_model(name, features_only=True, out_indices=(index,))
     own = backbone.state_dict()
     ref.load_state_dict({k: own[k if k in own else k.replace('_', '.', 1)] for k in ref.state_dict()})
     return ref.eval()
 
 
+@pytest.mark.parametrize('predictor,index', [('backbone', 2), ('stem', 0)])
 @pytest.mark.parametrize('name', FAMILIES)
-def test_predictor_is_the_backbone_stem_with_a_linear_scorer(name):
+def test_predictor_is_the_backbone_stem_with_a_linear_scorer(name, predictor, index):
     torch.manual_seed(0)
     backbone = timm.create_model(name, num_classes=5)
     _randomize_bn(backbone)
-    ref = _features_reference(name, backbone)
-    model = timm_drnet.create_drnet(backbone, predictor='backbone', resolutions=(1.0, 0.5)).eval()
+    ref = _features_reference(name, backbone, index)
+    model = timm_drnet.create_drnet(backbone, predictor=predictor, resolutions=(1.0, 0.5)).eval()
     assert not resolution_norms(model.predictor), 'the predictor keeps plain BNs of its own'
     x = torch.randn(3, 3, 64, 64)
     with torch.no_grad():
@@ -79,19 +81,20 @@ def test_pretrained_backbone_weights_reach_the_predictor(tmp_path):
         assert gray.eval()(torch.randn(2, 1, 64, 64)).shape == (2, 3)
 
 
-def test_local_dir_round_trip_keeps_the_backbone_predictor(tmp_path):
-    model = timm.create_model('drnet', backbone='resnet18', predictor='backbone', num_classes=3).eval()
+@pytest.mark.parametrize('predictor', ['backbone', 'stem'])
+def test_local_dir_round_trip_keeps_the_backbone_predictor(tmp_path, predictor):
+    model = timm.create_model('drnet', backbone='resnet18', predictor=predictor, num_classes=3).eval()
     _randomize_bn(model)
     timm_drnet.save_for_hf(model, tmp_path / 'hub')
     loaded = timm.create_model(f'local-dir:{tmp_path / "hub"}', pretrained=True).eval()
-    assert loaded.predictor_name == 'backbone'
+    assert loaded.predictor_name == predictor
     x = torch.randn(4, 3, 96, 96)
     with torch.no_grad():
         torch.testing.assert_close(loaded.forward_routed(x).logits, model.forward_routed(x).logits)
 
 
 def test_backbone_without_intermediates_is_a_clear_error():
-    with pytest.raises(ValueError, match="predictor='backbone' needs a timm backbone .* got Conv2d"):
+    with pytest.raises(ValueError, match="predictor='backbone' and 'stem' need a timm backbone .* got Conv2d"):
         create_predictor('backbone', 3, backbone=torch.nn.Conv2d(3, 8, 3))
 
 

@@ -82,8 +82,9 @@ class DRNet(nn.Module):
     Args:
         backbone: timm model name (optionally with pretrained tag) or a built timm classifier.
         resolutions: candidate scales of the input size, largest first, e.g. (1.0, 0.75, 0.5).
-        predictor: 'resnet' (the paper's, 128 px), 'mobile' (inverted residual, 64 px) or 'backbone' (a copy
-            of the backbone's first stages with their pretrained weights, 64 px).
+        predictor: 'resnet' (the paper's, 128 px), 'mobile' (inverted residual, 64 px), 'backbone' (a copy
+            of the backbone's first three feature stages with their pretrained weights, 64 px) or 'stem' (its
+            first feature stage only, for batch-1 CPU serving, 64 px).
         predictor_size: side of the predictor's input; defaults to the predictor's own (128 / 64).
         num_classes: classifier outputs.
         in_chans: image channels.

@@ -30,7 +30,7 @@ from timm.models import (
 
 from .drnet import DRNet
 from .hub import read_state_dict_keys
-from .layers import PREDICTORS
+from .layers import BACKBONE_FEATURE_INDEX, PREDICTORS
 
 __all__ = ['create_drnet', 'DRNET_BACKBONES']
 
@@ -70,7 +70,7 @@ def _structure_cfg(backbone: Union[str, nn.Module], predictor: str) -> Dict[str,
     """first_conv (predictor stem + backbone stem) and classifier names of the wrapped model."""
     cfg = _backbone_cfg(backbone)
     stems = _as_tuple(cfg.get('first_conv'))
-    predictor_stems = tuple(f'trunk.{c}' for c in stems) if predictor == 'backbone' else \
+    predictor_stems = tuple(f'trunk.{c}' for c in stems) if predictor in BACKBONE_FEATURE_INDEX else \
         (PREDICTORS[predictor].first_conv,)
     return dict(
         first_conv=(*(f'predictor.{c}' for c in predictor_stems), *(f'backbone.{c}' for c in stems)),

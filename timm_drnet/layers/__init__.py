@@ -1,8 +1,8 @@
 from .fold_bn import fold_batch_norms
 from .norm_stats import checkpoint_with_batch_stats, guard_single_value_norms, running_stats_frozen
 from .predictor import (
-    BackbonePredictor, FoldsForInference, InvertedResidual, MobilePredictor, PREDICTORS, ResNetPredictor,
-    create_predictor,
+    BACKBONE_FEATURE_INDEX, BackbonePredictor, FoldsForInference, InvertedResidual, MobilePredictor, PREDICTORS,
+    ResNetPredictor, create_predictor,
 )
 from .resolution_norm import (
     ResolutionBatchNorm,
