@@ -30,6 +30,10 @@ included in the routed model's GMACs only). Resumable step by step with ``--reus
 ``accuracy_vs_gmacs.png`` and ``imagenette.csv`` in ``--output``.
 
     python benchmarks/imagenette.py --data-dir ../shared/data/imagenette224 --output output/imagenette   # 76 min
+
+``--steps predictor`` runs only what the predictor's rows need, to compare predictor designs (``--predictor``):
+the distilled stage 1, the predictor, their records and the predictor's budget sweep against random routing,
+written to ``predictor.json`` / ``predictor.csv`` (the same columns) in ``--output``.
 """
 import argparse
 import csv
@@ -61,8 +65,9 @@ parser.add_argument('--distill', default='inplace', choices=timm_drnet.DISTILL_M
 parser.add_argument('--distill-weight', type=float, default=1.0)
 parser.add_argument('--distill-temperature', type=float, default=4.0,
                     help='the pilot\'s best for the 112 px branch (T 1: 91.0, T 4: 93.0 on val)')
-parser.add_argument('--predictor', default='backbone', choices=('mobile', 'resnet', 'backbone'),
-                    help='predictor design (backbone: a copy of the pretrained Lite0 stages 1-3)')
+parser.add_argument('--predictor', default='backbone', choices=('mobile', 'resnet', 'backbone', 'stem'),
+                    help='predictor design (backbone: a copy of the pretrained Lite0 stages 1-3; stem: of its stem '
+                         'and first block)')
 parser.add_argument('--predictor-size', type=int, default=32,
                     help='input side of the --stage predictor predictor: 32 px routed as well as 48 and 64 on '
                          'imagenette at 44%% / 25%% of their GMACs (docs/results.md); the paper\'s stage 2 keeps the '
@@ -80,6 +85,9 @@ parser.add_argument('--budgets', type=float, nargs='+',
 parser.add_argument('-b', '--batch-size', type=int, default=32)
 parser.add_argument('-j', '--workers', type=int, default=2)
 parser.add_argument('--reuse', action='store_true', help='skip steps whose results already exist')
+parser.add_argument('--steps', default='all', choices=('all', 'predictor'),
+                    help='all: the whole benchmark; predictor: the distilled stage 1 and the predictor only, with '
+                         'the predictor\'s budget sweep (to compare --predictor designs)')
 
 MODEL = 'drnet_tf_efficientnet_lite0'
 STATIC = {'static_224': 1.0, 'static_168': 0.75, 'static_112': 0.5}
@@ -203,13 +211,14 @@ def main() -> None:
     def ckpt(name: str, stage: str) -> Path:
         return runs / name / stage / 'last.pth.tar'
 
-    for name, res in STATIC.items():
+    for name, res in STATIC.items() if args.steps == 'all' else ():
         run(f'train_{name}', 'train.py', [*common, '--model', MODEL, '--pretrained', '--stage', 'multires',
                                           '--resolutions', str(res), '--epochs', str(args.epochs), '--lr',
                                           str(args.lr), '--experiment', name], ckpt(name, 'multires'))
     stage1 = ['--model', MODEL, '--pretrained', '--predictor', args.predictor, '--stage', 'multires', '--epochs',
               str(args.epochs), '--lr', f'{args.lr / 3:.6g}']
-    run('train_stage1', 'train.py', [*common, *stage1, '--experiment', 'stage1'], ckpt('stage1', 'multires'))
+    if args.steps == 'all':
+        run('train_stage1', 'train.py', [*common, *stage1, '--experiment', 'stage1'], ckpt('stage1', 'multires'))
     distilled = f'stage1_{args.distill}'
     run(f'train_{distilled}', 'train.py', [*common, *stage1, '--distill', args.distill, '--distill-weight',
                                            str(args.distill_weight), '--distill-temperature',
@@ -221,6 +230,8 @@ def main() -> None:
         'adamw', '--lr', str(args.predictor_lr), '--weight-decay', '0.05', '--warmup-epochs', '1',
         '--target-temperature', str(args.target_temperature), '--experiment', 'predictor'],
         ckpt('predictor', 'predictor'))
+    if args.steps == 'predictor':
+        return predictor_only(args, run, ckpt, data, prep, distilled, out, start)
     paper = ['--stage', 'drnet', '--initial-checkpoint', str(ckpt(distilled, 'multires')), '--flops-target',
              str(args.alpha), '--flops-weight', '1', '--no-flops-two-sided', '--predictor-grad', 'all',
              '--predictor-lr-scale', str(args.paper_predictor_lr_scale), '--epochs', str(args.paper_epochs)]
@@ -261,6 +272,42 @@ def main() -> None:
     print_report(report)
     print(f'\nwrote {out / "results.json"}, {out / "imagenette.csv"} and {out / "accuracy_vs_gmacs.png"} in '
           f'{time.time() - start:.0f}s')
+
+
+def predictor_only(args, run: Runner, ckpt, data: Path, prep: Dict, distilled: str, out: Path,
+                   start: float) -> None:
+    """``--steps predictor``: the distilled stage 1's branches and the predictor's budget sweep, against random."""
+    records = Records(out, args.reuse, data, prep['class_map'], args.workers)
+    path = ckpt('predictor', 'predictor')
+    rec, calib = records(distilled, ckpt(distilled, 'multires'), 'eval'), \
+        records(distilled, ckpt(distilled, 'multires'), 'calibration')
+    rec = dict(rec, **{k: v for k, v in records('predictor', path, 'eval', scores=True, static=False).items()
+                       if k in ('scores', 'predictor_cost')})
+    calib = dict(calib, scores=records('predictor', path, 'calibration', scores=True, static=False)['scores'])
+    branches = branch_points(rec)
+    base = branches[0]['gmacs']
+    sweep = predictor_sweep(path, rec, calib, _calib_images(data, prep, path), [f * base for f in args.budgets])
+    rows = []
+    for p in sweep:
+        p['fraction'] = p['gmacs'] / base
+        rows.append(dict(name=f'predictor_{p["fraction"]:.2f}x', routing='predictor', top1=round(p['top1'], 3),
+                         gmacs=round(p['gmacs'], 5), fraction_of_static_224=round(p['fraction'], 4),
+                         random_top1='' if p['random_top1'] is None else round(p['random_top1'], 3),
+                         shares='/'.join(f'{s:.3f}' for s in p['shares']), target=round(p['target'], 5)))
+    report = dict(predictor=args.predictor, predictor_size=args.predictor_size, predictor_gmacs=rec['predictor_cost'],
+                  stage1_distilled=branches, sweep=sweep, args=vars(args),
+                  seconds=dict(run.seconds, **records.seconds, total=time.time() - start))
+    (out / 'predictor.json').write_text(json.dumps(report, indent=2))
+    with open(out / 'predictor.csv', 'w', newline='') as f:
+        writer = csv.DictWriter(f, CSV_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"\npredictor {args.predictor} at {args.predictor_size} px: {rec['predictor_cost']:.4f} GMACs; stage 1 "
+          f"branches " + ' / '.join(f"{b['top1']:.2f}" for b in branches))
+    for r in rows:
+        print(f"{r['name']:18s} top-1 {r['top1']:6.2f}  random {r['random_top1']!s:>6s}  GMACs {r['gmacs']:.4f}  "
+              f"shares {r['shares']}")
+    print(f'\nwrote {out / "predictor.json"} and {out / "predictor.csv"} in {time.time() - start:.0f}s')
 
 
 def _calib_images(data: Path, prep: Dict, checkpoint: Path) -> torch.Tensor:
