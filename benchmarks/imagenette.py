@@ -287,13 +287,9 @@ def predictor_only(args, run: Runner, ckpt, data: Path, prep: Dict, distilled: s
     branches = branch_points(rec)
     base = branches[0]['gmacs']
     sweep = predictor_sweep(path, rec, calib, _calib_images(data, prep, path), [f * base for f in args.budgets])
-    rows = []
     for p in sweep:
         p['fraction'] = p['gmacs'] / base
-        rows.append(dict(name=f'predictor_{p["fraction"]:.2f}x', routing='predictor', top1=round(p['top1'], 3),
-                         gmacs=round(p['gmacs'], 5), fraction_of_static_224=round(p['fraction'], 4),
-                         random_top1='' if p['random_top1'] is None else round(p['random_top1'], 3),
-                         shares='/'.join(f'{s:.3f}' for s in p['shares']), target=round(p['target'], 5)))
+    rows = [csv_row(f'predictor_{p["fraction"]:.2f}x', 'predictor', p, base) for p in sweep]
     report = dict(predictor=args.predictor, predictor_size=args.predictor_size, predictor_gmacs=rec['predictor_cost'],
                   stage1_distilled=branches, sweep=sweep, args=vars(args),
                   seconds=dict(run.seconds, **records.seconds, total=time.time() - start))
@@ -395,16 +391,22 @@ def cascade_check(args, run: Runner, report: Dict, checkpoint: Path, prep: Dict,
 CSV_FIELDS = ['name', 'routing', 'top1', 'gmacs', 'fraction_of_static_224', 'random_top1', 'shares', 'target']
 
 
+def csv_row(name: str, routing: str, p: Dict, base: float) -> Dict:
+    """One ``CSV_FIELDS`` row for point ``p`` (top1, gmacs, optional random_top1 / shares / target); ``base``: the
+    static 224 model's GMACs."""
+    return dict(name=name, routing=routing, top1=round(p['top1'], 3), gmacs=round(p['gmacs'], 5),
+                fraction_of_static_224=round(p['gmacs'] / base, 4),
+                random_top1='' if p.get('random_top1') is None else round(p['random_top1'], 3),
+                shares='/'.join(f'{s:.3f}' for s in p.get('shares', [])),
+                target='' if 'target' not in p else round(p['target'], 5))
+
+
 def csv_rows(r: Dict) -> List[Dict]:
     base = r['static_224']['gmacs']
     rows = []
 
-    def add(name, routing, p, **extra):
-        rows.append(dict(name=name, routing=routing, top1=round(p['top1'], 3), gmacs=round(p['gmacs'], 5),
-                         fraction_of_static_224=round(p['gmacs'] / base, 4),
-                         random_top1='' if p.get('random_top1') is None else round(p['random_top1'], 3),
-                         shares='/'.join(f'{s:.3f}' for s in p.get('shares', [])),
-                         target='' if 'target' not in p else round(p['target'], 5), **extra))
+    def add(name, routing, p):
+        rows.append(csv_row(name, routing, p, base))
     for p in r['pretrained']:
         add(f'pretrained_{p["size"]}', 'static', p)
     for p in r['static']:
