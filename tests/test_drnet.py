@@ -9,6 +9,7 @@ import timm
 from timm.layers import convert_sync_batchnorm
 
 from timm_drnet import DRNet, ResolutionBatchNorm, create_drnet, select_resolution_bn
+from timm_drnet.routing import gumbel_straight_through
 
 SIZE = 96
 SIZES = [96, 72, 48]
@@ -184,6 +185,26 @@ def test_predictor_gradient_equals_hand_mixture(predictor_grad):
     assert torch.allclose(out.logits, ref, atol=1e-5)
     for g, r in zip(grads, ref_grads):
         assert torch.allclose(g, r, atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize('noise', [False, True])
+def test_selection_without_gradient_is_torch_gumbel_softmax(noise):
+    """Without a gradient to carry, the selection is the one-hot of torch's own (Gumbel-)softmax choice, exactly
+    0 / 1; with one, the straight-through gradient is torch's gumbel_softmax's."""
+    logits = torch.randn(64, 3) * 3
+    torch.manual_seed(2)
+    expected = F.one_hot((F.gumbel_softmax(logits, tau=0.7, hard=True) if noise else logits).argmax(-1), 3).float()
+    for context in (torch.no_grad, torch.inference_mode):
+        torch.manual_seed(2)
+        with context():
+            hard = gumbel_straight_through(logits, tau=0.7, noise=noise)
+        assert torch.equal(hard, expected) and hard.grad_fn is None
+    leaf, ref_leaf = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    torch.manual_seed(2)
+    (gumbel_straight_through(leaf, tau=0.7) * torch.arange(3.)).sum().backward()
+    torch.manual_seed(2)
+    (F.gumbel_softmax(ref_leaf, tau=0.7, hard=True) * torch.arange(3.)).sum().backward()
+    torch.testing.assert_close(leaf.grad, ref_leaf.grad)
 
 
 def test_predictor_grad_all_keeps_outputs_stats_and_backbone_gradients():

@@ -38,8 +38,12 @@ class CostTable:
 
     def per_image(self, index: torch.Tensor) -> torch.Tensor:
         """Cost of each image routed to resolution ``index`` (long tensor), predictor included."""
-        costs = torch.tensor(self.backbone, dtype=torch.float32, device=index.device)
-        return costs[index] + self.predictor
+        return self._route_costs.to(index.device)[index]
+
+    @functools.cached_property
+    def _route_costs(self) -> torch.Tensor:
+        """backbone[j] + predictor for each j (float32), made once: a routed call at batch 1 pays every op it runs."""
+        return torch.tensor(self.backbone, dtype=torch.float32) + self.predictor
 
     def describe(self, resolutions: Sequence[float]) -> str:
         """One line: each candidate's backbone cost (named by its scale) and the predictor's."""

@@ -128,6 +128,8 @@ def gumbel_straight_through(logits: torch.Tensor, tau: float = 1.0, noise: bool 
     soft = (logits / tau).softmax(dim=-1)
     index = soft.argmax(dim=-1)
     hard = F.one_hot(index, logits.shape[-1]).to(soft.dtype)
+    if not (torch.is_grad_enabled() and logits.requires_grad):
+        return hard  # what the line below gives without a gradient (soft - soft is 0), two ops fewer
     return hard + (soft - soft.detach())
 
 
