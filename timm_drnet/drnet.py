@@ -278,9 +278,10 @@ class DRNet(nn.Module):
         hard = self.select(pred_logits)
         index = hard.detach().argmax(dim=-1)
         counts = torch.bincount(index, minlength=self.num_resolutions).tolist()
-        weight = hard.gather(1, index.unsqueeze(1))
-        out = tree_map(lambda o: o * weight.view(-1, *(1,) * (o.ndim - 1)).to(o.dtype),
-                       split_run(x, index, counts, run))
+        out = split_run(x, index, counts, run)
+        if hard.requires_grad:  # the chosen hard weight, exactly 1, carries the predictor's gradient
+            weight = hard.gather(1, index.unsqueeze(1))
+            out = tree_map(lambda o: o * weight.view(-1, *(1,) * (o.ndim - 1)).to(o.dtype), out)
         if self.training and torch.is_grad_enabled():
             if not self.predictor_trained and any(p.requires_grad for p in self.predictor.parameters()):
                 self.mark_predictor_trained()
