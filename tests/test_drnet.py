@@ -36,10 +36,10 @@ def force_routes(model: DRNet, routes):
     """Make the predictor choose ``routes`` (one index per image); the split / scatter is under test."""
     logits = F.one_hot(torch.tensor(routes), model.num_resolutions).float() * 10.
 
-    def predict_logits(x):
+    def scores(x, bias):
         assert x.shape[0] == len(routes)
         return logits
-    model.predict_logits = predict_logits
+    model._predictor_scores = scores  # what the routing's selection scores
 
 
 @pytest.fixture
@@ -318,7 +318,7 @@ def test_timm_model_api(warm_model):
                                        rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(model.forward_features(x, resolution_index=2),
                                    plain_backbone(model, 2).eval().forward_features(hand_resize(x, SIZES[2])))
-        del model.predict_logits
+        del model._predictor_scores
     assert model.get_classifier() is model.backbone.fc
     model.reset_classifier(7)
     assert model.num_classes == 7 and model(x).shape == (3, 7)

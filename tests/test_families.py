@@ -74,7 +74,7 @@ def test_family_wraps_or_is_refused(family):
     # eval: every image at its (forced) candidate, logits exactly the plain backbone's at the snapped size
     model.mark_predictor_trained()
     routes = [0, 1, 2, 1, 2]
-    model.predict_logits = lambda images, bias=True: F.one_hot(torch.tensor(routes), 3).float() * 20.
+    model._predictor_scores = lambda images, bias: F.one_hot(torch.tensor(routes), 3).float() * 20.
     model.eval()
     with torch.no_grad():
         out = model.forward_routed(x)

@@ -34,11 +34,11 @@ def test_compile_one_graph_per_resolution_without_recompiles(warm_drnet, varied_
     counters.clear()
     with torch.no_grad():
         for batch in (3, 1):
-            model.predict_logits(x[:batch])
+            model.forward_routed(x[:batch])
             for j in range(model.num_resolutions):
                 model(x[:batch], resolution_index=j)
     graphs, frames = counters['stats']['unique_graphs'], counters['frames']['total']
-    assert graphs == 2 * (model.num_resolutions + 1)  # predictor + one per resolution, for groups and single images
+    assert graphs == 2 * (model.num_resolutions + 1)  # selection + one per resolution, for groups and single images
 
     g = torch.Generator().manual_seed(0)
     seen = set()
@@ -48,8 +48,9 @@ def test_compile_one_graph_per_resolution_without_recompiles(warm_drnet, varied_
         eager.resolution_bias.copy_(bias)
         images = x[torch.randperm(len(x), generator=g)[:batch].to(device)]
         out, ref = routed(model, images), routed(eager, images)
-        assert torch.equal(out.resolution_index, ref.resolution_index)
+        assert torch.equal(out.resolution_index, ref.resolution_index) and torch.equal(out.hard, ref.hard)
         torch.testing.assert_close(out.logits, ref.logits, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(out.probs, ref.probs, rtol=1e-4, atol=1e-6)
         seen.update(torch.bincount(out.resolution_index, minlength=3).tolist())  # group sizes met
     assert len(seen) >= 5  # groups of many different sizes went through the compiled graphs
     assert counters['stats']['unique_graphs'] == graphs and counters['frames']['total'] == frames
@@ -91,7 +92,7 @@ def test_compiled_forward_prepared_matches_eager(warm_drnet, varied_images):
                 assert torch.equal(out.resolution_index, ref.resolution_index)
                 torch.testing.assert_close(out.logits, ref.logits, rtol=1e-4, atol=1e-5)
     model.set_cascade(None)
-    assert counters['stats']['unique_graphs'] >= 2 * 2  # the predictor and a resolution, for groups and one image
+    assert counters['stats']['unique_graphs'] >= 2 * 2  # the selection and a resolution, for groups and one image
 
 
 def test_channels_last_gives_the_same_logits(warm_drnet, varied_images, device):

@@ -210,6 +210,20 @@ class DRNet(nn.Module):
         scores = self.predictor(resize(x, (self.predictor_size, self.predictor_size)))
         return scores + self.resolution_bias.to(x.dtype) if bias else scores  # in the compiled region: one op fewer
 
+    def _selection(self, x: torch.Tensor, noise: bool) -> Tuple[torch.Tensor, ...]:
+        """Scores plus bias, their softmax, the hard selection, the chosen index and the images per resolution: one
+        compiled region in eval, since every eager op between the regions costs a batch-1 call tens of us."""
+        logits = self._predictor_scores(x, True)
+        hard = gumbel_straight_through(logits, self.tau, noise)
+        index = hard.detach().argmax(dim=-1)
+        return logits, logits.float().softmax(-1), hard, index, hard.detach().sum(0).long()
+
+    def _route(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, List[int]]:
+        """(scores, probabilities, hard selection, index, images per resolution) of a batch."""
+        noise = self.training or self.eval_gumbel  # a Gumbel sample stays eager: torch's random stream, not inductor's
+        logits, probs, hard, index, counts = self._selection(x, True) if noise else self._run('_selection', x, False)
+        return logits, probs, hard, index, counts.tolist()
+
     def _resized(self, x: torch.Tensor, index: int) -> torch.Tensor:
         return resize(x, self.candidate_sizes(x.shape[2], x.shape[3])[index])
 
@@ -233,7 +247,8 @@ class DRNet(nn.Module):
         """ ``torch.compile`` the predictor and the backbone at each resolution (on full-size images, and on prepared
         ones for ``forward_prepared``), used in eval mode (see ``compile``);
         ``compile_kwargs`` go to ``torch.compile``. Warm up with each resolution and the batch sizes you serve."""
-        self._compiled = compile_methods(type(self), ('_predictor_scores', '_backbone_at', '_backbone_prepared'),
+        self._compiled = compile_methods(type(self), ('_predictor_scores', '_selection', '_backbone_at',
+                                                                 '_backbone_prepared'),
                                          **compile_kwargs)
 
     def _call(self, fn: Run, x: torch.Tensor, index: int) -> Any:
@@ -274,10 +289,7 @@ class DRNet(nn.Module):
             index = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
             hard = F.one_hot(index, self.num_resolutions).float()
             return run(x, 0), index, hard, hard, zeros + table.backbone[0] if table else None
-        pred_logits = self.predict_logits(x)
-        hard = self.select(pred_logits)
-        index = hard.detach().argmax(dim=-1)
-        counts = torch.bincount(index, minlength=self.num_resolutions).tolist()
+        pred_logits, probs, hard, index, counts = self._route(x)
         out = split_run(x, index, counts, run)
         if hard.requires_grad:  # the chosen hard weight, exactly 1, carries the predictor's gradient
             weight = hard.gather(1, index.unsqueeze(1))
@@ -292,7 +304,7 @@ class DRNet(nn.Module):
                 out = out if unchosen is None else tree_map(torch.add, out, unchosen)
             anchor = unused_branch_anchor(self._norms, counts)
             out = out if anchor is None else tree_map(lambda o: o + anchor.to(o.dtype), out)
-        return out, index, pred_logits.float().softmax(-1), hard, table.per_image(index) if table else None
+        return out, index, probs, hard, table.per_image(index) if table else None
 
     def forward_routed(self, x: torch.Tensor) -> DRNetOutput:
         """Logits plus the routing record: chosen resolution, probabilities, hard weights, per-image cost."""
@@ -327,11 +339,8 @@ class DRNet(nn.Module):
             index = torch.zeros_like(positions)
             hard = F.one_hot(index, self.num_resolutions).float()
             return DRNetOutput(run(positions, 0), index, hard, hard, table.per_image(index))
-        pred_logits = self.predict_logits(small)
-        hard = self.select(pred_logits)
-        index = hard.argmax(dim=-1)
-        logits = split_run(positions, index, torch.bincount(index, minlength=self.num_resolutions).tolist(), run)
-        return DRNetOutput(logits, index, pred_logits.float().softmax(-1), hard, table.per_image(index))
+        _, probs, hard, index, counts = self._route(small)
+        return DRNetOutput(split_run(positions, index, counts, run), index, probs, hard, table.per_image(index))
 
     def _backbone_prepared(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)
