@@ -297,6 +297,9 @@ def main() -> None:
     if max(args.batch_sizes) > args.num_images:
         parser.error(f'--batch-sizes {max(args.batch_sizes)} needs at least as many --num-images '
                      f'(got {args.num_images})')
+    unknown = [name for name in args.models if name not in timm.list_models('drnet_*')]
+    if unknown:
+        parser.error(f'--models {" ".join(unknown)}: not a registered DRNet model (timm.list_models("drnet_*"))')
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     print(f'torch {torch.__version__}, {torch.get_num_threads()} threads; paths {args.paths}; median of '

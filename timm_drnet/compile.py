@@ -1,14 +1,14 @@
 """ Compiled regions for inference
 
 A routed forward cannot be one static graph: how many images go to each resolution changes from batch to batch.
-``torch.compile`` therefore compiles the predictor and the backbone at each resolution as separate regions, and
-the routing between them (argmax, split, scatter) stays eager. Each region sees static spatial sizes. Groups of
-two or more images share one graph per resolution, whose batch dimension is dynamic and size-oblivious, after a
-warm-up call at each resolution; a single image (every image, at batch 1) runs a graph of its own with every size
-fixed, which is faster on CPU (Lite0's regions, one image: 168 px 6.95 against 7.57 ms, 112 px 5.12 against 5.21;
-docs/results.md). On CPU, PyTorch also picks the convolution backend by batch size, which adds a graph per
-batch-size bucket (torch 2.14: 16+ images), so warm up with the batch sizes you serve. A new input size, dtype or
-memory format compiles new graphs; training runs eagerly.
+``torch.compile`` therefore compiles the predictor with its selection (scores, argmax, images per resolution) and
+the backbone at each resolution as separate regions, and the split and scatter between them stay eager. Each region
+sees static spatial sizes. Groups of two or more images share one graph per resolution, whose batch dimension is
+dynamic and size-oblivious, after a warm-up call at each resolution; a single image (every image, at batch 1) runs
+a graph of its own with every size fixed, which is faster on CPU (Lite0's regions, one image: 168 px 6.95 against
+7.57 ms, 112 px 5.12 against 5.21; docs/results.md). On CPU, PyTorch also picks the convolution backend by batch
+size, which adds a graph per batch-size bucket (torch 2.14: 16+ images), so warm up with the batch sizes you serve.
+A new input size, dtype or memory format compiles new graphs; training runs eagerly.
 """
 import types
 from typing import Callable, Dict, Sequence
