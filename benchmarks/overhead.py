@@ -113,7 +113,6 @@ def main() -> None:
     model = reparameterize_model(model)  # the predictor's BNs folded, as deployed
     sizes = model.candidate_sizes(*images.shape[2:])
     p = (model.predictor_size, model.predictor_size)
-    m = model.num_resolutions
     with torch.inference_mode():
         small = [resize(x, p) for x in xs]
         logits = [model.predict_logits(x) for x in xs]
@@ -124,6 +123,11 @@ def main() -> None:
         for x, j in zip(at_route, routes):
             model.set_resolution(j)
             backbone(x)
+
+    def selection() -> None:  # what DRNet._selection runs after the predictor, and the counts to a list
+        for z in logits:
+            hard = model.select(z)
+            z.float().softmax(-1), hard.argmax(-1), hard.sum(0).long().tolist()
 
     def in_turn() -> None:  # predictor then backbone, image by image, as model(x) runs them
         for s, x, j in zip(small, at_route, routes):
@@ -136,8 +140,7 @@ def main() -> None:
         'input check': lambda: [model.check_input(x) for x in xs],
         'predictor input resize': lambda: [resize(x, p) for x in xs],
         'predictor': lambda: [model.predictor(s) for s in small],
-        'selection (argmax, one-hot)': lambda: [model.select(z).argmax(-1).bincount(minlength=m).tolist()
-                                                for z in logits],
+        'selection (softmax, one-hot, counts)': selection,
         'branch switch (set_resolution)': lambda: [model.set_resolution(j) for j in routes],
         'resize to the routed size': lambda: [resize(x, sizes[j]) for x, j in zip(xs, routes)],
         'backbone at the routed size + switch': at_routes,
