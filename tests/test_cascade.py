@@ -83,6 +83,35 @@ def test_features_follow_the_cascade(model, varied_images):
     torch.testing.assert_close(answered, out.logits, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize('levels', [None, (2, 0)])
+def test_one_image_at_a_time(model, varied_images, levels):
+    """A batch of one takes a path of its own (no masks or scatters): each image alone gets the hand cascade's
+    level, cost, logits and features, its confidence taken from its own batch-1 logits at every candidate."""
+    x = varied_images(12, SIZE)
+    with torch.no_grad():
+        logits = torch.stack([torch.cat([model(x[i:i + 1], resolution_index=j) for i in range(len(x))])
+                              for j in range(model.num_resolutions)])
+        maps = [[model.forward_features(x[i:i + 1], resolution_index=j) for j in range(model.num_resolutions)]
+                for i in range(len(x))]
+    conf = logits.softmax(-1).amax(-1)
+    threshold = conf.median().item()
+    model.set_cascade(threshold, levels)
+    answers, ran = hand_cascade(conf, levels or (2, 1, 0), threshold)
+    assert len(set(answers)) > 1
+    backbone = model.cost_table((3, SIZE, SIZE)).backbone
+    with torch.no_grad():
+        outs = [model.forward_routed(x[i:i + 1]) for i in range(len(x))]
+        feats = [model.forward_features(x[i:i + 1]) for i in range(len(x))]
+    assert [o.resolution_index.tolist() for o in outs] == [[j] for j in answers]
+    for i, (out, feat, j) in enumerate(zip(outs, feats, answers)):
+        assert torch.equal(out.logits, logits[j, i:i + 1])
+        assert out.cost.dtype == torch.float32
+        assert out.cost.tolist() == pytest.approx([sum(backbone[k] for k in ran[i])])
+        assert torch.equal(out.hard, F.one_hot(torch.tensor([j]), model.num_resolutions).float())
+        grid = maps[i][0].shape[-2:]
+        torch.testing.assert_close(feat, F.interpolate(maps[i][j], size=grid, mode='bilinear'), atol=1e-6, rtol=1e-6)
+
+
 def test_threshold_extremes_and_switching_off(model, varied_images):
     x = varied_images(8, SIZE)
     backbone = model.cost_table((3, SIZE, SIZE)).backbone

@@ -268,7 +268,6 @@ class DRNet(nn.Module):
             raise ValueError('A cascade stops on class probabilities, and this model has no classifier (features_only, '
                              'or reset_classifier(0)): switch the cascade off (set_cascade(None)) to route it')
         table = self.cost_table(tuple(x.shape[1:])) if with_cost else None
-        zeros = torch.zeros(x.shape[0], device=x.device)
 
         def probe() -> Any:  # the output at 1x, for the grid its maps lie on
             with torch.no_grad(), eval_mode(self.backbone):
@@ -288,7 +287,8 @@ class DRNet(nn.Module):
             self._warn_untrained(3)
             index = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
             hard = F.one_hot(index, self.num_resolutions).float()
-            return run(x, 0), index, hard, hard, zeros + table.backbone[0] if table else None
+            return run(x, 0), index, hard, hard, torch.full_like(index, table.backbone[0], dtype=torch.float32) \
+                if table else None
         pred_logits, probs, hard, index, counts = self._route(x)
         out = split_run(x, index, counts, run)
         if hard.requires_grad:  # the chosen hard weight, exactly 1, carries the predictor's gradient

@@ -271,6 +271,22 @@ def _put(dst: torch.Tensor, rows: torch.Tensor, src: torch.Tensor) -> torch.Tens
     return dst
 
 
+def _cascade_one(x: torch.Tensor, cascade: Cascade, fn: Run, level_costs: Sequence[float],
+                 to_logits: Optional[Callable[[Any], torch.Tensor]], place: Optional[Callable[[Any, int], Any]],
+                 ) -> Tuple[Any, torch.Tensor, torch.Tensor]:
+    """``cascade_route`` of one image: its stopping test is one Python bool, so no masks, gathers or scatters (each
+    eager op costs a batch-1 call tens of us); the same outputs, index and cost."""
+    levels, threshold = cascade
+    cost = torch.zeros(1, dtype=torch.float32, device=x.device)
+    for k, j in enumerate(levels):
+        res = fn(x, j)
+        cost += level_costs[j]
+        if k == len(levels) - 1 or bool(top_probability(res if to_logits is None else to_logits(res)) >= threshold):
+            break
+    out = res if place is None else place(res, j)
+    return out, torch.full((1,), j, dtype=torch.long, device=x.device), cost
+
+
 def cascade_route(
         x: torch.Tensor,
         cascade: Cascade,
@@ -287,6 +303,8 @@ def cascade_route(
     """
     levels, threshold = cascade
     batch = x.shape[0]
+    if batch == 1:
+        return _cascade_one(x, cascade, fn, level_costs, to_logits, place)
     index = torch.full((batch,), levels[-1], dtype=torch.long, device=x.device)
     cost = torch.zeros(batch, dtype=torch.float32, device=x.device)
     going = torch.arange(batch, device=x.device)
