@@ -2,14 +2,15 @@
 
 ``import timm_drnet`` registers the ``drnet_*`` models with timm.
 """
+from .aoti import AOTI_CONFIG_NAME, AotiDRNet, AotiDRNetOutput, export_aoti, write_package
 from .budget import BudgetCalibration, cost_offsets, set_budget, solve_budget, solve_budget_top1
 from .calibration import calibration_outputs, closest_step
 from .cascade import CascadeCalibration, cascade_stops, set_cascade_budget, solve_cascade_threshold
 from .costs import CostTable, CostTables, count_cost_table, count_macs, measure_cost_table, measure_latency_ms, \
     unit_label
 from .drnet import DRNet, DRNetOutput
-from .export import ONNX_CONFIG_NAME, SINGLE_IMAGE_NAME, OnnxDRNet, OnnxDRNetOutput, export_onnx, prepare_for_export, \
-    write_graph
+from .export import ONNX_CONFIG_NAME, SINGLE_IMAGE_NAME, OnnxDRNet, OnnxDRNetOutput, export_onnx, write_graph
+from .graphs import prepare_for_export
 from .hub import (
     UnsafeCheckpointError,
     add_to_hf_cache,

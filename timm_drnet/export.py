@@ -1,9 +1,8 @@
 """ ONNX export of a DRNet, and a runner that routes images through the exported graphs
 
-A static graph cannot send each image to its own resolution, so the predictor and the backbone at
-each candidate resolution are exported as separate graphs, and ``OnnxDRNet`` does the routing in
-Python as ``DRNet`` does in eval mode: predictor scores -> argmax -> each resolution's images through
-that resolution's graph -> logits back in input order.
+The predictor and the backbone at each candidate resolution are written as separate graphs (``graphs.py``), and
+``OnnxDRNet`` does the routing in Python as ``DRNet`` does in eval mode: predictor scores -> argmax -> each
+resolution's images through that resolution's graph -> logits back in input order.
 
 Every graph takes the full-size image batch (dynamic batch axis) and resizes inside the graph with
 ``TapResize`` (PyTorch's antialiased bilinear kernel as matrix products and strided convolutions, which ONNX
@@ -20,7 +19,6 @@ size (the predictor's small image, backbone j's candidate size), so a pipeline t
 its route needs, in the resize it does anyway, pays no resize in the graphs (``OnnxDRNet.forward_prepared``;
 ``timm_drnet.data.candidate_transforms`` builds the timm transforms).
 """
-import copy
 import io
 import json
 import warnings
@@ -31,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .layers import TapResize, fix_same_padding, fold_batch_norms, select_resolution_bn
+from .graphs import export_config, export_graphs, export_input_size, read_export_config
 from .onnx_passes import fuse_pads_into_convs
 from .onnx_routing import single_image_graph
 from .routing import Cascade, check_cascade
@@ -39,41 +37,13 @@ from .routing import Cascade, check_cascade
 if TYPE_CHECKING:
     from .drnet import DRNet
 
-__all__ = ['export_onnx', 'write_graph', 'prepare_for_export', 'OnnxDRNet', 'OnnxDRNetOutput', 'ONNX_CONFIG_NAME',
+__all__ = ['export_onnx', 'write_graph', 'OnnxDRNet', 'OnnxDRNetOutput', 'ONNX_CONFIG_NAME',
            'SINGLE_IMAGE_NAME']
 
 ONNX_CONFIG_NAME = 'drnet_onnx.json'
 SINGLE_IMAGE_NAME = 'drnet_single_image.onnx'
 _FORMAT = 'timm-drnet-onnx'
 ImagesAt = Callable[[int, np.ndarray], np.ndarray]  # (candidate j, positions in the batch) -> those images at j
-
-
-class _ResizedGraph(nn.Module):
-    """Resize from the input size, run ``net``, add ``bias`` (the predictor's resolution bias) if given."""
-
-    def __init__(self, resize: nn.Module, net: nn.Module, bias: Optional[torch.Tensor] = None):
-        super().__init__()
-        self.resize = resize
-        self.net = net
-        self.register_buffer('bias', bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.net(self.resize(x))
-        return x if self.bias is None else x + self.bias
-
-
-def prepare_for_export(net: nn.Module, example: torch.Tensor, fold_bn: bool = True) -> nn.Module:
-    """ ``net`` as a graph of ``example``'s size is written, in place: CPU float32, eval mode, TF "SAME" padding fixed
-    for that size (``fix_same_padding``) and, if ``fold_bn``, batch norms folded into their convolutions."""
-    net = net.float().cpu().eval()
-    fix_same_padding(net, example)
-    return fold_batch_norms(net, example) if fold_bn else net
-
-
-def _graph(net: nn.Module, in_size: Tuple[int, int], out_size: Tuple[int, int], in_chans: int,
-           fold_bn: bool, bias: Optional[torch.Tensor] = None) -> nn.Module:
-    net = prepare_for_export(net, torch.randn(2, in_chans, *out_size), fold_bn)
-    return _ResizedGraph(TapResize(in_size, out_size, in_chans), net, bias).eval()
 
 
 def write_graph(net: nn.Module, example: torch.Tensor, path: Union[str, Path], output_name: str = 'logits',
@@ -121,56 +91,24 @@ def export_onnx(
     model is left untouched (export works on CPU float32 copies). Returns the config written to
     ``drnet_onnx.json``, which ``OnnxDRNet`` reads.
     """
-    input_size = tuple(int(s) for s in (input_size or model.default_input_size()))
-    if len(input_size) != 3:
-        raise ValueError(f'input_size must be (C, H, W), got {input_size}')
-    example = torch.randn(2, *input_size)
-    model.check_input(example)
-    in_size, in_chans = input_size[1:], input_size[0]
-    sizes = model.candidate_sizes(*in_size)
-    predictor_size = (model.predictor_size,) * 2
-    nets = [('predictor.onnx', copy.deepcopy(model.predictor), predictor_size,
-             model.resolution_bias.detach().float().cpu().clone())]
-    nets += [(f'backbone_{j}.onnx', select_resolution_bn(copy.deepcopy(model.backbone), j), size, None)
-             for j, size in enumerate(sizes)]
-    graphs = {}  # name -> (graph, the size it is fed: the full-size batch resized inside, or prepared at its own)
-    for name, net, size, bias in nets:
-        fed = size if prepared else in_size
-        graphs[name] = (_graph(net, fed, size, in_chans, fold_bn, bias), fed)
-
+    input_size = export_input_size(model, input_size)
+    graphs = export_graphs(model, input_size, prepared, fold_bn)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    written = {name: write_graph(graph, torch.randn(2, in_chans, *size), directory / name,
-                                 'scores' if name == 'predictor.onnx' else 'logits', opset_version)
-               for name, (graph, size) in graphs.items()}
+    written = {graph.name: write_graph(graph.module, torch.randn(2, input_size[0], *graph.fed_size),
+                                       directory / f'{graph.name}.onnx',
+                                       'scores' if graph.name == 'predictor' else 'logits', opset_version)
+               for graph in graphs}
+    backbones = [f'backbone_{j}' for j in range(model.num_resolutions)]
     single_image = single_image and not prepared
     if single_image:
         import onnx
-        backbones = [written[f'backbone_{j}.onnx'] for j in range(len(sizes))]
-        onnx.save(single_image_graph(written['predictor.onnx'], backbones, input_size, model.num_classes,
-                                     model.cascade, bool(model.predictor_trained)), str(directory / SINGLE_IMAGE_NAME))
-    try:
-        cost_table = model.cost_table(input_size).to_dict()
-    except KeyError:  # a measured (ms) table exists for other input sizes only
-        cost_table = None
-    pretrained_cfg = getattr(model, 'pretrained_cfg', None) or {}
-    config = dict(
-        format=_FORMAT,
-        input_size=list(input_size),
-        resolutions=list(model.resolutions),
-        candidate_sizes=[list(s) for s in sizes],
-        num_classes=model.num_classes,
-        predictor='predictor.onnx',
-        backbones=[f'backbone_{j}.onnx' for j in range(len(sizes))],
-        single_image=SINGLE_IMAGE_NAME if single_image else None,
-        prepared=prepared,  # True: each graph's input at its own size (predictor_input_size, candidate_sizes)
-        predictor_input_size=[in_chans, *predictor_size],
-        cost_table=cost_table,
-        cascade=model.cascade._asdict() if model.cascade is not None else None,
-        predictor_trained=bool(model.predictor_trained),  # False: every image at candidate 0, as the model routes
-        mean=list(pretrained_cfg['mean']) if 'mean' in pretrained_cfg else None,  # input normalisation
-        std=list(pretrained_cfg['std']) if 'std' in pretrained_cfg else None,
-    )
+        onnx.save(single_image_graph(written['predictor'], [written[name] for name in backbones], input_size,
+                                     model.num_classes, model.cascade, bool(model.predictor_trained)),
+                  str(directory / SINGLE_IMAGE_NAME))
+    config = dict(format=_FORMAT, **export_config(
+        model, input_size, prepared, predictor='predictor.onnx', backbones=[f'{name}.onnx' for name in backbones],
+        single_image=SINGLE_IMAGE_NAME if single_image else None))
     (directory / ONNX_CONFIG_NAME).write_text(json.dumps(config, indent=2))
     return config
 
@@ -212,12 +150,7 @@ class OnnxDRNet:
         except ImportError as e:
             raise ImportError('OnnxDRNet needs onnxruntime: pip install "timm-drnet[onnx]"') from e
         directory = Path(directory)
-        config_file = directory / ONNX_CONFIG_NAME
-        if not config_file.is_file():
-            raise FileNotFoundError(f'No {ONNX_CONFIG_NAME} in {directory}: write one with timm_drnet.export_onnx')
-        self.config = json.loads(config_file.read_text())
-        if self.config.get('format') != _FORMAT:
-            raise ValueError(f'{config_file} is not a timm-drnet ONNX export config')
+        self.config = read_export_config(directory, ONNX_CONFIG_NAME, _FORMAT, 'timm_drnet.export_onnx')
         self.input_size = tuple(self.config['input_size'])
         self.num_classes = int(self.config['num_classes'])
         self.prepared = bool(self.config.get('prepared', False))  # older exports are full-size
