@@ -15,13 +15,13 @@ wrote it.
 """
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .graphs import export_config, export_graphs, export_input_size, read_export_config
+from .graphs import ExportOutput, export_config, export_graphs, export_input_size, read_export_config
 from .routing import Cascade, cascade_route, check_cascade, check_prepared, split_run
 
 if TYPE_CHECKING:
@@ -78,11 +78,7 @@ def export_aoti(
     return config
 
 
-class AotiDRNetOutput(NamedTuple):
-    """Logits plus the routing record of one ``AotiDRNet`` call."""
-    logits: torch.Tensor  # (B, num_classes), in the input order
-    resolution_index: torch.Tensor  # (B,) chosen candidate per image (0 = largest)
-    scores: torch.Tensor  # (B, m) predictor scores, resolution bias included; one-hot under a cascade
+AotiDRNetOutput = ExportOutput  # logits, resolution_index, scores
 
 
 class AotiDRNet:

@@ -23,13 +23,13 @@ import io
 import json
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from torch import nn
 
-from .graphs import export_config, export_graphs, export_input_size, read_export_config
+from .graphs import ExportOutput, export_config, export_graphs, export_input_size, read_export_config
 from .onnx_passes import fuse_pads_into_convs
 from .onnx_routing import single_image_graph
 from .routing import Cascade, check_cascade
@@ -113,11 +113,7 @@ def export_onnx(
     return config
 
 
-class OnnxDRNetOutput(NamedTuple):
-    """Logits plus the routing record of one ``OnnxDRNet`` call (numpy arrays)."""
-    logits: np.ndarray  # (B, num_classes), in the input order
-    resolution_index: np.ndarray  # (B,) chosen candidate per image (0 = largest)
-    scores: np.ndarray  # (B, m) predictor scores, resolution bias included; one-hot under a cascade
+OnnxDRNetOutput = ExportOutput  # logits, resolution_index, scores
 
 
 class OnnxDRNet:

@@ -20,8 +20,8 @@ from .layers import TapResize, fix_same_padding, fold_batch_norms, select_resolu
 if TYPE_CHECKING:
     from .drnet import DRNet
 
-__all__ = ['ExportGraph', 'ResizedGraph', 'export_config', 'export_graphs', 'export_input_size', 'prepare_for_export',
-           'read_export_config']
+__all__ = ['ExportGraph', 'ExportOutput', 'ResizedGraph', 'export_config', 'export_graphs', 'export_input_size',
+           'prepare_for_export', 'read_export_config']
 
 
 class ResizedGraph(nn.Module):
@@ -43,6 +43,14 @@ class ExportGraph(NamedTuple):
     name: str  # 'predictor', 'backbone_{j}'
     module: nn.Module
     fed_size: Tuple[int, int]
+
+
+class ExportOutput(NamedTuple):
+    """Logits plus the routing record of one call of an export's runner (numpy arrays for ``OnnxDRNet``, tensors for
+    ``AotiDRNet``)."""
+    logits: Any  # (B, num_classes), in the input order
+    resolution_index: Any  # (B,) chosen candidate per image (0 = largest)
+    scores: Any  # (B, m) predictor scores, resolution bias included; one-hot under a cascade
 
 
 def prepare_for_export(net: nn.Module, example: torch.Tensor, fold_bn: bool = True) -> nn.Module:
