@@ -21,8 +21,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .graphs import ExportOutput, export_config, export_graphs, export_input_size, read_export_config
-from .routing import Cascade, cascade_route, check_cascade, check_prepared, split_run
+from .graphs import ExportOutput, ExportRunner, export_config, export_graphs, export_input_size
+from .routing import cascade_route, check_prepared, split_run
 
 if TYPE_CHECKING:
     from .drnet import DRNet
@@ -81,7 +81,7 @@ def export_aoti(
 AotiDRNetOutput = ExportOutput  # logits, resolution_index, scores
 
 
-class AotiDRNet:
+class AotiDRNet(ExportRunner):
     """ Routes image batches (CPU float32 tensors) through the packages ``export_aoti`` wrote.
 
     Routes by the predictor package, or by the confidence cascade the export carries (``cascade``; change it with
@@ -92,22 +92,10 @@ class AotiDRNet:
     """
 
     def __init__(self, directory: Union[str, Path]):
-        directory = Path(directory)
-        self.config = read_export_config(directory, AOTI_CONFIG_NAME, _FORMAT, 'timm_drnet.export_aoti')
-        self.input_size = tuple(self.config['input_size'])
-        self.num_classes = int(self.config['num_classes'])
-        self.prepared = bool(self.config['prepared'])
+        super().__init__(directory, AOTI_CONFIG_NAME, _FORMAT, 'timm_drnet.export_aoti')
         self.max_batch_size = int(self.config['max_batch_size'])
-        channels = self.input_size[0]
-        self.predictor_input_size = tuple(self.config['predictor_input_size']) if self.prepared else self.input_size
-        self.backbone_input_sizes = [(channels, *s) if self.prepared else self.input_size
-                                     for s in self.config['candidate_sizes']]
-        self.predictor = self._load(directory / self.config['predictor'])
-        self.backbones = [self._load(directory / name) for name in self.config['backbones']]
-        self.predictor_trained = bool(self.config['predictor_trained'])
-        saved = self.config['cascade']
-        self.cascade: Optional[Cascade] = None
-        self.set_cascade(*((saved['threshold'], saved['levels']) if saved else (None,)))
+        self.predictor = self._load(self.directory / self.config['predictor'])
+        self.backbones = [self._load(self.directory / name) for name in self.config['backbones']]
 
     def _load(self, path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
         if not path.is_file():
@@ -118,14 +106,6 @@ class AotiDRNet:
             raise RuntimeError(f'Cannot load the AOTInductor package {path}: it was compiled by torch '
                                f'{self.config["torch_version"]}, this is torch {torch.__version__} (a package runs '
                                f'under the torch that wrote it; export again)') from e
-
-    @property
-    def num_resolutions(self) -> int:
-        return len(self.backbones)
-
-    def set_cascade(self, threshold: Optional[float], levels: Optional[Sequence[int]] = None) -> None:
-        """Route by confidence cascade (as ``DRNet.set_cascade``); ``None`` routes by the predictor package."""
-        self.cascade = None if threshold is None else check_cascade(threshold, levels, self.num_resolutions)
 
     def _check(self, images: torch.Tensor, shape: Tuple[int, ...], what: str) -> torch.Tensor:
         check_prepared(images, (None, *shape), f"The exported DRNet's {what}")
@@ -151,15 +131,12 @@ class AotiDRNet:
 
     def classify(self, images: torch.Tensor, index: int) -> torch.Tensor:
         """Logits (B, num_classes) of backbone package ``index`` on images shaped ``backbone_input_sizes[index]``."""
-        if not 0 <= int(index) < self.num_resolutions:
-            raise ValueError(f'index must be a candidate in [0, {self.num_resolutions}), got {index}')
+        self._check_index(index)
         return self.backbones[index](self._check(images, self.backbone_input_sizes[index], f'backbone {index} input'))
 
     def forward_routed(self, images: torch.Tensor) -> AotiDRNetOutput:
         """Logits plus the chosen resolution and predictor scores of each image."""
-        if self.prepared:
-            raise ValueError('This export takes each graph\'s input at its own size (prepared=True): call '
-                             'forward_prepared(), or route() then classify()')
+        self._check_full_size()
         x = self._check(images, self.input_size, 'routed forward input')
         return self._routed(x, lambda j, chosen: x if len(chosen) == len(x) else x.index_select(0, chosen))
 

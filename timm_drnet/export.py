@@ -29,10 +29,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .graphs import ExportOutput, export_config, export_graphs, export_input_size, read_export_config
+from .graphs import ExportOutput, ExportRunner, export_config, export_graphs, export_input_size
 from .onnx_passes import fuse_pads_into_convs
 from .onnx_routing import single_image_graph
-from .routing import Cascade, check_cascade
 
 if TYPE_CHECKING:
     from .drnet import DRNet
@@ -116,7 +115,7 @@ def export_onnx(
 OnnxDRNetOutput = ExportOutput  # logits, resolution_index, scores
 
 
-class OnnxDRNet:
+class OnnxDRNet(ExportRunner):
     """ Routes image batches through graphs written by ``export_onnx``, with onnxruntime.
 
     Args:
@@ -145,15 +144,8 @@ class OnnxDRNet:
             import onnxruntime
         except ImportError as e:
             raise ImportError('OnnxDRNet needs onnxruntime: pip install "timm-drnet[onnx]"') from e
-        directory = Path(directory)
-        self.config = read_export_config(directory, ONNX_CONFIG_NAME, _FORMAT, 'timm_drnet.export_onnx')
-        self.input_size = tuple(self.config['input_size'])
-        self.num_classes = int(self.config['num_classes'])
-        self.prepared = bool(self.config.get('prepared', False))  # older exports are full-size
-        channels = self.input_size[0]
-        self.predictor_input_size = tuple(self.config['predictor_input_size']) if self.prepared else self.input_size
-        self.backbone_input_sizes = [(channels, *s) if self.prepared else self.input_size
-                                     for s in self.config['candidate_sizes']]
+        super().__init__(directory, ONNX_CONFIG_NAME, _FORMAT, 'timm_drnet.export_onnx')
+        directory = self.directory
         providers = list(providers or ['CPUExecutionProvider'])
         if session_options is None:
             session_options = onnxruntime.SessionOptions()
@@ -165,19 +157,7 @@ class OnnxDRNet:
         single = self.config.get('single_image') if single_image else None  # older exports have none
         self.single_image = onnxruntime.InferenceSession(str(directory / single), session_options,
                                                          providers=providers) if single else None
-        self.predictor_trained = bool(self.config.get('predictor_trained', True))
-        saved = self.config.get('cascade')
-        self.cascade: Optional[Cascade] = None
-        self.set_cascade(*((saved['threshold'], saved['levels']) if saved else (None,)))
         self._single_routing = self.cascade  # the routing the single-image graph holds
-
-    @property
-    def num_resolutions(self) -> int:
-        return len(self.backbones)
-
-    def set_cascade(self, threshold: Optional[float], levels: Optional[Sequence[int]] = None) -> None:
-        """Route by confidence cascade (as ``DRNet.set_cascade``); ``None`` routes by the predictor graph."""
-        self.cascade = None if threshold is None else check_cascade(threshold, levels, self.num_resolutions)
 
     @staticmethod
     def _check(images: np.ndarray, shape: Tuple[int, ...], graph: str) -> np.ndarray:
@@ -203,16 +183,13 @@ class OnnxDRNet:
 
     def classify(self, images: np.ndarray, index: int) -> np.ndarray:
         """Logits (B, num_classes) of backbone graph ``index`` on images shaped ``backbone_input_sizes[index]``."""
-        if not 0 <= int(index) < self.num_resolutions:
-            raise ValueError(f'index must be a candidate in [0, {self.num_resolutions}), got {index}')
+        self._check_index(index)
         x = self._check(images, self.backbone_input_sizes[index], f'backbone {index}')
         return self.backbones[index].run(None, {'images': x})[0]
 
     def forward_routed(self, images: np.ndarray) -> OnnxDRNetOutput:
         """Logits plus the chosen resolution and predictor scores of each image."""
-        if self.prepared:
-            raise ValueError('This export takes each graph\'s input at its own size (prepared=True): call '
-                             'forward_prepared(), or route() then classify()')
+        self._check_full_size()
         x = self._check(images, self.input_size, 'routed forward')
         if x.shape[0] == 1 and self.single_image is not None and self.cascade == self._single_routing:
             return OnnxDRNetOutput(*self.single_image.run(None, {'images': x}))

@@ -10,18 +10,19 @@ batch and resizes inside (``TapResize``); a ``prepared`` one takes its input alr
 import copy
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
 from .layers import TapResize, fix_same_padding, fold_batch_norms, select_resolution_bn
+from .routing import Cascade, check_cascade
 
 if TYPE_CHECKING:
     from .drnet import DRNet
 
-__all__ = ['ExportGraph', 'ExportOutput', 'ResizedGraph', 'export_config', 'export_graphs', 'export_input_size',
-           'prepare_for_export', 'read_export_config']
+__all__ = ['ExportGraph', 'ExportOutput', 'ExportRunner', 'ResizedGraph', 'export_config', 'export_graphs',
+           'export_input_size', 'prepare_for_export', 'read_export_config']
 
 
 class ResizedGraph(nn.Module):
@@ -123,3 +124,40 @@ def read_export_config(directory: Path, name: str, format_name: str, writer: str
     if config.get('format') != format_name:
         raise ValueError(f'{config_file} is not a {format_name} export config')
     return config
+
+
+class ExportRunner:
+    """ What every export's runner reads from its config: the input sizes of its graphs, the classes, and the routing
+    (the saved cascade, whether the predictor is trained). Subclasses load the graphs named by ``config``."""
+
+    def __init__(self, directory: Union[str, Path], config_name: str, format_name: str, writer: str):
+        self.directory = Path(directory)
+        self.config = read_export_config(self.directory, config_name, format_name, writer)
+        self.input_size = tuple(self.config['input_size'])
+        self.num_classes = int(self.config['num_classes'])
+        self.prepared = bool(self.config.get('prepared', False))  # older ONNX exports are full-size
+        channels = self.input_size[0]
+        self.predictor_input_size = tuple(self.config['predictor_input_size']) if self.prepared else self.input_size
+        self.backbone_input_sizes = [(channels, *s) if self.prepared else self.input_size
+                                     for s in self.config['candidate_sizes']]
+        self.predictor_trained = bool(self.config.get('predictor_trained', True))
+        saved = self.config.get('cascade')
+        self.cascade: Optional[Cascade] = None
+        self.set_cascade(*((saved['threshold'], saved['levels']) if saved else (None,)))
+
+    @property
+    def num_resolutions(self) -> int:
+        return len(self.config['backbones'])
+
+    def set_cascade(self, threshold: Optional[float], levels: Optional[Sequence[int]] = None) -> None:
+        """Route by confidence cascade (as ``DRNet.set_cascade``); ``None`` routes by the predictor graph."""
+        self.cascade = None if threshold is None else check_cascade(threshold, levels, self.num_resolutions)
+
+    def _check_index(self, index: int) -> None:
+        if not 0 <= int(index) < self.num_resolutions:
+            raise ValueError(f'index must be a candidate in [0, {self.num_resolutions}), got {index}')
+
+    def _check_full_size(self) -> None:
+        if self.prepared:
+            raise ValueError('This export takes each graph\'s input at its own size (prepared=True): call '
+                             'forward_prepared(), or route() then classify()')
