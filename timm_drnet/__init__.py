@@ -2,6 +2,7 @@
 
 ``import timm_drnet`` registers the ``drnet_*`` models with timm.
 """
+from .allocator import keep_freed_memory
 from .aoti import AOTI_CONFIG_NAME, AotiDRNet, AotiDRNetOutput, export_aoti, write_package
 from .budget import BudgetCalibration, cost_offsets, set_budget, solve_budget, solve_budget_top1
 from .calibration import calibration_outputs, closest_step
