@@ -41,9 +41,8 @@ def keep_freed_memory(enabled: bool = True) -> None:
 
     Sets ``M_MMAP_MAX`` to 0 (every block from the heap) and ``M_TRIM_THRESHOLD`` to its maximum (freed memory stays
     in the heap); ``enabled=False`` sets both back to glibc's default values and trims the heap (glibc's dynamic mmap
-    threshold, which only matters for blocks under 32 MiB, stays off). Call it once before serving; it has the effect
-    of ``GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647`` set at start-up.
-    Raises RuntimeError off glibc.
+    threshold, which only matters for blocks under 32 MiB, stays off). Call it once before serving. Raises
+    RuntimeError off glibc.
     """
     libc = _glibc()
     mmap_max, trim = (0, _KEEP_TRIM_THRESHOLD) if enabled else (_DEFAULT_MMAP_MAX, _DEFAULT_TRIM_THRESHOLD)
