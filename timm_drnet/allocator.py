@@ -40,9 +40,9 @@ def keep_freed_memory(enabled: bool = True) -> None:
     """ Make this process's malloc keep freed memory for reuse (``enabled``) or give it back as glibc's defaults do.
 
     Sets ``M_MMAP_MAX`` to 0 (every block from the heap) and ``M_TRIM_THRESHOLD`` to its maximum (freed memory stays
-    in the heap); ``enabled=False`` sets both back to glibc's default values and trims the heap (glibc's dynamic mmap
-    threshold, which only matters for blocks under 32 MiB, stays off). Call it once before serving. Raises
-    RuntimeError off glibc.
+    in the heap); ``enabled=False`` sets both back to glibc's default values and trims the heap (memory the heap
+    still holds serves the blocks that fit it; glibc's dynamic mmap threshold, for blocks under 32 MiB, stays off).
+    Call it once before serving. Raises RuntimeError off glibc.
     """
     libc = _glibc()
     mmap_max, trim = (0, _KEEP_TRIM_THRESHOLD) if enabled else (_DEFAULT_MMAP_MAX, _DEFAULT_TRIM_THRESHOLD)
