@@ -20,7 +20,6 @@ moves blocks under 32 MiB).
 """
 import argparse
 import copy
-import csv
 import resource
 import tempfile
 from pathlib import Path
@@ -33,7 +32,7 @@ import timm
 import timm_drnet
 from timm_drnet import count_macs
 
-from deployed import aoti_static, onnx_static, timed
+from deployed import aoti_static, onnx_static, timed, write_csv
 
 parser = argparse.ArgumentParser(description="Static models with glibc's malloc as it is and with freed memory kept")
 parser.add_argument('--models', nargs='+', default=['tf_efficientnet_lite0', 'resnet50'])
@@ -122,10 +121,7 @@ def main() -> None:
     rows = []
     for name in args.models:
         rows += bench_model(name, args, out)
-    with open(out / 'allocator.csv', 'w', newline='') as f:
-        writer = csv.DictWriter(f, FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(out / 'allocator.csv', FIELDS, rows)
     print(f"\n{'model':22s} {'path':9s} {'batch':>5s} {'size':>4s} {'allocator':9s} {'ms':>9s} {'p10-p90':>17s} "
           f"{'faults':>8s} {'kept x':>7s} {'t/224':>6s} {'MACs/224':>8s}")
     for r in rows:

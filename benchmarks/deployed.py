@@ -1,9 +1,10 @@
-""" Static models deployed each way (ONNX Runtime sessions, AOTInductor packages) and timing in alternating rounds,
-shared by ``latency.py`` and ``allocator.py``."""
+""" Static models deployed each way (ONNX Runtime sessions, AOTInductor packages), timing in alternating rounds and
+the CSV they write, shared by ``latency.py`` and ``allocator.py``."""
 import copy
+import csv
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import torch
 
@@ -49,3 +50,11 @@ def aoti_static(backbone: torch.nn.Module, size, directory: Path, j: int) -> Cal
     path = timm_drnet.write_package(timm_drnet.prepare_for_export(copy.deepcopy(backbone), example), example,
                                     directory / f'static_{j}.pt2')
     return torch._inductor.aoti_load_package(str(path))
+
+
+def write_csv(path: Path, fields: Sequence[str], rows: List[Dict]) -> None:
+    """One row per measurement, columns ``fields``."""
+    with open(path, 'w', newline='') as f:
+        writer = csv.DictWriter(f, fields)
+        writer.writeheader()
+        writer.writerows(rows)

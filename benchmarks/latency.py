@@ -42,7 +42,6 @@ Writes ``latency.csv`` (one row per measurement) and ``results.json`` to ``--out
 """
 import argparse
 import copy
-import csv
 import json
 import shutil
 import tempfile
@@ -64,7 +63,7 @@ from timm_drnet.config import load_drnet, run_data_config
 from timm_drnet.pretrained import efficientnet_lite0_pretrained
 from timm_drnet.routing import resize
 
-from deployed import aoti_static, onnx_static, timed
+from deployed import aoti_static, onnx_static, timed, write_csv
 
 parser = argparse.ArgumentParser(
     description='DRNet against static models, eager / compiled / ONNX Runtime / AOTInductor')
@@ -308,10 +307,7 @@ def main() -> None:
     start, rows = time.time(), []
     for name in args.models:
         rows += bench_model(name, args, out)
-    with open(out / 'latency.csv', 'w', newline='') as f:
-        writer = csv.DictWriter(f, FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(out / 'latency.csv', FIELDS, rows)
     (out / 'results.json').write_text(json.dumps(dict(rows=rows, args=vars(args), seconds=time.time() - start),
                                                  indent=2))
     print(f"\n{'model':22s} {'path':9s} {'batch':>5s} {'routing':20s} {'ms':>8s} {'p10-p90':>15s} {'speedup':>8s} "
