@@ -37,6 +37,7 @@ print(default, kept)
 GLIBC = sys.platform.startswith('linux') and platform.libc_ver()[0] == 'glibc'
 
 
+@pytest.mark.slow  # a fresh process importing torch: about 5 s, kept out of the fast tier
 @pytest.mark.skipif(not GLIBC, reason='keep_freed_memory needs glibc')
 def test_freed_memory_is_reused_without_page_faults():
     out = subprocess.run([sys.executable, '-c', _PROBE], capture_output=True, text=True, check=True).stdout
