@@ -6,9 +6,13 @@ exported or AOT-compiled with its batch norms folded) is timed beside the DRNet 
 ``--target-fraction`` of the 224 GMACs, ``set_budget`` on the timed images; eager and compiled after timm's
 ``reparameterize_model``, which folds the predictor's batch norms as the exports do) and with the confidence cascade
 (``set_cascade_budget`` at the same budget). Every configuration of a model is timed once per round, in turn, so
-machine noise falls on all of them alike; the figure is the median over ``--rounds`` rounds, and p10 / p90 give the
-spread. Each ratio below is taken within a round, then its median over the rounds is reported (the configurations of
-one round run seconds apart, the rounds minutes apart: the machine's drift between rounds cancels in the ratio).
+machine noise falls on all of them alike, each timed call just after an untimed call of its first batch (the first
+group, for a static mix): its weights in the caches and its runtime's threads awake, as when a deployment calls one
+model over and over (timed straight after another configuration, the first configuration of a path ran up to 20%
+slower in a side check; ``--cold`` skips the untimed call). The figure is the median over ``--rounds`` rounds, and
+p10 / p90 give the spread. Each ratio below is taken within a round, then its median over the rounds is reported
+(the configurations of one round run seconds apart, the rounds minutes apart: the machine's drift between rounds
+cancels in the ratio).
 
 * speedup = static 224 time of the same path and batch / the configuration's time (p10 / p90 over the rounds too);
 * routing efficiency = ideal / measured, the ideal being the static models of the same path that knew each
@@ -48,7 +52,7 @@ import tempfile
 import time
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Tuple
 
 import numpy as np
 import torch
@@ -84,6 +88,9 @@ parser.add_argument('--stand-in-predictor', default='mobile', choices=sorted(tim
 parser.add_argument('--allocator', default='kept', choices=('kept', 'default'),
                     help="kept: timm_drnet.keep_freed_memory() first (large batches reuse freed pages, as a deployment "
                          "should); default: glibc's malloc as the process starts")
+parser.add_argument('--cold', action='store_true',
+                    help='time each configuration straight after the one before it, as runs before 2026-12-04 did '
+                         '(default: its first batch runs untimed just before its timed call)')
 parser.add_argument('--output', default='output/latency')
 
 ROUTINGS = ('static_224', 'static_168', 'static_112', 'predictor', 'cascade', 'static_mix_predictor',
@@ -142,7 +149,13 @@ def aoti_runners(model: DRNet, cascade_model: DRNet, statics: List, sizes: List,
     return runners
 
 
-def prepared_calls(forward_prepared: Callable, small: List, at_size: List[List], groups: List[Dict]) -> Callable:
+def over_batches(fn: Callable, inputs: List) -> Tuple[Callable, Callable]:
+    """``fn`` on every batch of ``inputs``, and on the first one alone (the untimed call just before the timed one)."""
+    return (lambda: [fn(b) for b in inputs]), (lambda: fn(inputs[0]))
+
+
+def prepared_calls(forward_prepared: Callable, small: List, at_size: List[List], groups: List[Dict]) -> Tuple[
+        Callable, Callable]:
     """ ``forward_prepared`` (``OnnxDRNet``'s on numpy arrays, ``DRNet``'s on tensors) on each batch: its small
     images, then each route's images. Those are made beforehand, as the static mix's are: ``groups[i][j]`` holds
     (positions, images at candidate j) of the group batch i sends to candidate j, handed over as they are when the
@@ -153,7 +166,7 @@ def prepared_calls(forward_prepared: Callable, small: List, at_size: List[List],
         if positions is not None and len(positions) == len(chosen) and (positions == chosen).all():
             return images
         return at_size[i][j][chosen]
-    return lambda: [forward_prepared(s, partial(images_at, i)) for i, s in enumerate(small)]
+    return over_batches(lambda i: forward_prepared(small[i], partial(images_at, i)), list(range(len(small))))
 
 
 def bench_model(name: str, args, out: Path) -> List[Dict]:
@@ -237,19 +250,20 @@ def bench_model(name: str, args, out: Path) -> List[Dict]:
                 fns[(path, f'{routing}_prepared')] = prepared_calls(runs.forward_prepared, small, at_size, groups)
             for j, fn in enumerate(static_fns):
                 inputs = [feed(b) for b in resized[j]]
-                fns[(path, ROUTINGS[j])] = lambda fn=fn, inputs=inputs: [fn(b) for b in inputs]
+                fns[(path, ROUTINGS[j])] = over_batches(fn, inputs)
             for routing, mix in mixes.items():
-                plan = [(mix_fns[j], feed(b)) for j, b in mix]
-                fns[(path, routing)] = lambda plan=plan: [fn(b) for fn, b in plan]
+                fns[(path, routing)] = over_batches(lambda step: step[0](step[1]),
+                                                    [(mix_fns[j], feed(b)) for j, b in mix])
             inputs = [feed(b) for b in batches]
-            fns[(path, 'predictor')] = lambda fn=routed, inputs=inputs: [fn(b) for b in inputs]
-            fns[(path, 'cascade')] = lambda fn=cascaded, inputs=inputs: [fn(b) for b in inputs]
+            fns[(path, 'predictor')] = over_batches(routed, inputs)
+            fns[(path, 'cascade')] = over_batches(cascaded, inputs)
             if path == 'compiled':  # compile every graph (each resolution, each group size the routing makes)
                 with torch.inference_mode():
                     for key in [k for k in fns if k[0] == 'compiled']:
-                        fns[key]()
+                        fns[key][0]()
         print(f'{name}, batch {bs}: {len(fns)} configurations ready, timing', flush=True)
-        times = timed(fns, args.rounds)
+        times = timed({k: every for k, (every, _) in fns.items()}, args.rounds,
+                      warm=None if args.cold else {k: first for k, (_, first) in fns.items()})
         shutil.rmtree(onnx_dir)  # the sessions hold their graphs in memory
         for path in args.paths:
             routings = [r for r in ROUTINGS if (path, r) in times]
@@ -279,13 +293,14 @@ def bench_model(name: str, args, out: Path) -> List[Dict]:
                     gmacs=round(gmacs[routing], 4), gmacs_speedup=round(table.backbone[0] / gmacs[routing], 3),
                     shares='/'.join(f'{s:.2f}' for s in (share if 'predictor' in routing else
                                                          reach if 'cascade' in routing else ())),
-                    weights='trained' if trained else 'stand-in', allocator=args.allocator))
+                    weights='trained' if trained else 'stand-in', allocator=args.allocator,
+                    timing='cold' if args.cold else 'warmed'))
     return rows
 
 
 FIELDS = ['model', 'path', 'batch', 'routing', 'ms', 'p10_ms', 'p90_ms', 'speedup_vs_static_224', 'speedup_p10',
           'speedup_p90', 'routing_efficiency', 'mix_efficiency', 'gmacs', 'gmacs_speedup', 'shares', 'weights',
-          'allocator']
+          'allocator', 'timing']
 
 
 def main() -> None:
