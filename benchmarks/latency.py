@@ -6,8 +6,8 @@ exported or AOT-compiled with its batch norms folded) is timed beside the DRNet 
 ``--target-fraction`` of the 224 GMACs, ``set_budget`` on the timed images; eager and compiled after timm's
 ``reparameterize_model``, which folds the predictor's batch norms as the exports do) and with the confidence cascade
 (``set_cascade_budget`` at the same budget). Every configuration of a model is timed once per round, in turn, so
-machine noise falls on all of them alike, each timed call just after an untimed call of its first batch (the first
-group, for a static mix): its weights in the caches and its runtime's threads awake, as when a deployment calls one
+machine noise falls on all of them alike, each timed call just after an untimed call of its first batch (every group
+of it, for a static mix): its weights in the caches and its runtime's threads awake, as when a deployment calls one
 model over and over (timed straight after another configuration, the first configuration of a path ran up to 20%
 slower in a side check; ``--cold`` skips the untimed call). The figure is the median over ``--rounds`` rounds, and
 p10 / p90 give the spread. Each ratio below is taken within a round, then its median over the rounds is reported
@@ -200,13 +200,14 @@ def bench_model(name: str, args, out: Path) -> List[Dict]:
         reach = [torch.cat(stops).ge(k).double().mean().item() for k in range(len(calibration.levels))]
         predictor_gmacs = sum(s * c for s, c in zip(share, table.backbone)) + table.predictor
         resized = [[resize(b, s) for b in batches] for s in sizes]
-        # the static models that knew each image's resolution in advance, run in the routes' order: (candidate, its
-        # images already at that size) for each group of each batch, as predictor routing and the cascade ran them
+        # the static models that knew each image's resolution in advance, run in the routes' order: for each batch,
+        # (candidate, its images already at that size) for each of its groups, as predictor routing and the cascade
+        # ran them
         mixes = dict(
-            static_mix_predictor=[(j, resized[j][i][r == j]) for i, r in enumerate(routes)
-                                  for j in r.unique().tolist()],
-            static_mix_cascade=[(j, resized[j][i][s >= k]) for i, s in enumerate(stops)
-                                for k, j in enumerate(calibration.levels) if (s >= k).any()])
+            static_mix_predictor=[[(j, resized[j][i][r == j]) for j in r.unique().tolist()]
+                                  for i, r in enumerate(routes)],
+            static_mix_cascade=[[(j, resized[j][i][s >= k]) for k, j in enumerate(calibration.levels) if (s >= k).any()]
+                                for i, s in enumerate(stops)])
         # the positions of each batch's group at each candidate: where predictor routing sends them, and the images
         # each cascade level runs (the ones that did not stop before it)
         group_of = dict(
@@ -252,8 +253,8 @@ def bench_model(name: str, args, out: Path) -> List[Dict]:
                 inputs = [feed(b) for b in resized[j]]
                 fns[(path, ROUTINGS[j])] = over_batches(fn, inputs)
             for routing, mix in mixes.items():
-                fns[(path, routing)] = over_batches(lambda step: step[0](step[1]),
-                                                    [(mix_fns[j], feed(b)) for j, b in mix])
+                fns[(path, routing)] = over_batches(lambda steps: [fn(b) for fn, b in steps],
+                                                    [[(mix_fns[j], feed(b)) for j, b in groups] for groups in mix])
             inputs = [feed(b) for b in batches]
             fns[(path, 'predictor')] = over_batches(routed, inputs)
             fns[(path, 'cascade')] = over_batches(cascaded, inputs)
