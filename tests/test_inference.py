@@ -3,6 +3,7 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 from timm.utils import reparameterize_model
 from torch import nn
 from torch._dynamo.utils import counters
@@ -68,6 +69,54 @@ def test_compile_one_graph_per_resolution_without_recompiles(warm_drnet, varied_
     model.train()  # training runs eagerly: no new graph
     model(x[:4])
     assert counters['frames']['total'] == frames
+
+
+@pytest.mark.slow  # 8 graphs compiled (aot_eager): 10-16 s
+def test_compiled_routing_with_only_differentiating_guards(warm_drnet, varied_images):
+    """``torch.compiler.set_stance(skip_guard_eval_unsafe=True)`` after warm-up (docs/deployment.md: it cuts the
+    compiled batch-1 call) checks only the guards that tell graphs apart: the private norms' branch must be among
+    them, so single images and groups still run at their own resolution and answer as the eager model."""
+    torch._dynamo.reset()
+    model = warm_drnet()
+    eager = copy.deepcopy(model)
+    model.compile_for_inference(backend='aot_eager')
+    x = varied_images(24, SIZE)
+    small = resize(x, (model.predictor_size,) * 2)
+    at_size = [resize(x, size) for size in model.candidate_sizes(SIZE, SIZE)]
+    bias = model.resolution_bias.clone()
+
+    def towards(j: int) -> None:  # the predictor's bias set to send every image to resolution j, on both models
+        for m in (model, eager):
+            m.resolution_bias.copy_(bias + 100. * F.one_hot(torch.tensor(j), model.num_resolutions))
+    with torch.no_grad():
+        for j in range(model.num_resolutions):  # warm-up: every region at every resolution, groups and one image
+            towards(j)
+            for batch in (3, 1):
+                model.forward_routed(x[:batch])
+                model.forward_prepared(small[:batch], lambda i, chosen: at_size[i][chosen], (3, SIZE, SIZE))
+    counters.clear()
+    with torch.compiler.set_stance(skip_guard_eval_unsafe=True):
+        switching = []  # one image after another, each at another resolution than the one before
+        for i in range(2 * model.num_resolutions):
+            towards(i % model.num_resolutions)
+            switching.append((routed(model, x[i:i + 1]), routed(eager, x[i:i + 1])))
+        for m in (model, eager):
+            m.resolution_bias.copy_(bias)
+        single = [routed(model, x[i:i + 1]) for i in range(len(x))]
+        group = routed(model, x[:13])
+        with torch.no_grad():
+            prepared = model.forward_prepared(small[:13], lambda j, chosen: at_size[j][chosen], (3, SIZE, SIZE))
+    assert counters['frames']['total'] == 0  # nothing recompiled: every call ran a warm graph
+    for i, (out, ref) in enumerate(switching):
+        assert out.resolution_index.item() == ref.resolution_index.item() == i % model.num_resolutions
+        torch.testing.assert_close(out.logits, ref.logits, rtol=1e-4, atol=1e-5)
+    ref = routed(eager, x)
+    index = torch.cat([s.resolution_index for s in single])
+    assert len(index.unique()) > 1 and torch.equal(index, ref.resolution_index)
+    torch.testing.assert_close(torch.cat([s.logits for s in single]), ref.logits, rtol=1e-4, atol=1e-5)
+    for out in (group, prepared):
+        assert torch.equal(out.resolution_index, ref.resolution_index[:13])
+        torch.testing.assert_close(out.logits, ref.logits[:13], rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.slow  # the predictor and the backbone on prepared images compiled (aot_eager): 5-10 s
