@@ -21,9 +21,8 @@ guards are compared with those with every guard on each image.
 import argparse
 import copy
 import statistics
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Dict, Iterator
+from typing import Callable, Dict
 
 import numpy as np
 import torch
@@ -33,7 +32,7 @@ import timm_drnet
 from timm_drnet import select_resolution_bn
 from timm_drnet.routing import resize
 from deployed import timed
-from latency import load_images, set_statistics, stand_in
+from latency import differentiating_guards, load_images, set_statistics, stand_in
 
 parser = argparse.ArgumentParser(description='Guard checks of a compiled DRNet at batch 1, against the static models')
 parser.add_argument('--data-dir', default='../shared/data/imagenette224/val', help='ImageFolder of real photos')
@@ -43,13 +42,6 @@ parser.add_argument('--stand-in-predictor', default='stem', choices=sorted(timm_
 parser.add_argument('--num-images', type=int, default=64)
 parser.add_argument('--rounds', type=int, default=9)
 parser.add_argument('--target-fraction', type=float, default=0.46, help='budget: fraction of the 224 GMACs')
-
-
-@contextmanager
-def differentiating_guards() -> Iterator[None]:
-    """Check only the guards that tell compiled graphs apart (PyTorch's ``skip_guard_eval_unsafe`` stance)."""
-    with torch.compiler.set_stance(skip_guard_eval_unsafe=True):
-        yield
 
 
 def main() -> None:
@@ -80,20 +72,15 @@ def main() -> None:
         'predictor region': lambda: [routed._route(s) for s in small],
     }
 
-    def skipping(fn: Callable[[], object]) -> Callable[[], object]:
-        def run() -> object:
-            with differentiating_guards():
-                return fn()
-        return run
+    def logits() -> list:
+        return [torch.cat([routed(x) for x in xs]), torch.cat([prepared(i) for i in range(len(xs))])]
     with torch.inference_mode():
         for fn in calls.values():  # compile every graph the timed calls meet, with every guard checked
             fn()
-        full = [torch.cat([routed(x) for x in xs]), torch.cat([prepared(i) for i in range(len(xs))])]
-        with differentiating_guards():
-            diff = [torch.cat([routed(x) for x in xs]), torch.cat([prepared(i) for i in range(len(xs))])]
+        full, diff = logits(), differentiating_guards(logits)()
     gap = max((a - b).abs().max().item() for a, b in zip(full, diff))
     fns = {**{f'{k}, every guard': fn for k, fn in calls.items()},
-           **{f'{k}, differentiating guards': skipping(fn) for k, fn in calls.items()}}
+           **{f'{k}, differentiating guards': differentiating_guards(fn) for k, fn in calls.items()}}
     times = timed(fns, args.rounds)
     ms = {k: [1e3 * t / len(xs) for t in v] for k, v in times.items()}
     share = '/'.join(f'{routes.count(j) / len(routes):.2f}' for j in range(model.num_resolutions))
