@@ -4,8 +4,8 @@ Every call of a ``torch.compile`` region first checks its guards (the module tre
 norms' active branch). A routed call makes two such calls per image (the predictor's region, then the backbone's at
 the chosen resolution), a static model one. After warm-up, ``torch.compiler.set_stance(skip_guard_eval_unsafe=True)``
 checks only the guards that tell a function's compiled graphs apart (for DRNet's regions: the input's sizes and the
-norms' branch), which PyTorch documents as safe once nothing recompiles. This times, in alternating rounds (median
-over rounds of the mean per image), with every guard checked and with only the differentiating ones:
+norms' branch); PyTorch calls it unsafe: it holds only once nothing recompiles. This times, in alternating
+rounds (median over rounds of the mean per image), with every guard checked and with only the differentiating ones:
 
 * DRNet with predictor routing (after timm's ``reparameterize_model`` and ``compile_for_inference``), on 224 px
   images (``model(x)``) and through ``forward_prepared`` (each graph fed at its own size);

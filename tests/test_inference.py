@@ -73,21 +73,22 @@ def test_compile_one_graph_per_resolution_without_recompiles(warm_drnet, varied_
 
 def compiled_and_eager(warm_drnet, x):
     """A DRNet after ``compile_for_inference`` (aot_eager), its eager copy, and images ``x`` prepared for
-    ``forward_prepared``: (model, eager, x, small images, ``x`` at each candidate size)."""
+    ``forward_prepared``: (model, eager, small images, ``x`` at each candidate size)."""
     torch._dynamo.reset()
     model = warm_drnet()
     eager = copy.deepcopy(model)
     model.compile_for_inference(backend='aot_eager')
     small = resize(x, (model.predictor_size,) * 2)
-    return model, eager, x, small, [resize(x, size) for size in model.candidate_sizes(SIZE, SIZE)]
+    return model, eager, small, [resize(x, size) for size in model.candidate_sizes(SIZE, SIZE)]
 
 
 @pytest.mark.slow  # 8 graphs compiled (aot_eager): 10-16 s
 def test_compiled_routing_with_only_differentiating_guards(warm_drnet, varied_images):
-    """``torch.compiler.set_stance(skip_guard_eval_unsafe=True)`` after warm-up (docs/deployment.md: it cuts the
-    compiled batch-1 call) checks only the guards that tell graphs apart: the private norms' branch must be among
-    them, so single images and groups still run at their own resolution and answer as the eager model."""
-    model, eager, x, small, at_size = compiled_and_eager(warm_drnet, varied_images(24, SIZE))
+    """``torch.compiler.set_stance(skip_guard_eval_unsafe=True)`` after warm-up (an option for compiled serving in
+    docs/deployment.md) checks only the guards that tell graphs apart: the private norms' branch must be among them,
+    so single images and groups still run at their own resolution and answer as the eager model."""
+    x = varied_images(24, SIZE)
+    model, eager, small, at_size = compiled_and_eager(warm_drnet, x)
     bias = model.resolution_bias.clone()
 
     def towards(j: int) -> None:  # the predictor's bias set to send every image to resolution j, on both models
@@ -128,7 +129,8 @@ def test_compiled_routing_with_only_differentiating_guards(warm_drnet, varied_im
 def test_compiled_forward_prepared_matches_eager(warm_drnet, varied_images):
     """``forward_prepared`` after ``compile_for_inference`` runs compiled regions on the prepared images (groups of
     several images and single images) and answers as the eager model, by the predictor and by a cascade."""
-    model, eager, x, small, at_size = compiled_and_eager(warm_drnet, varied_images(12, SIZE))
+    x = varied_images(12, SIZE)
+    model, eager, small, at_size = compiled_and_eager(warm_drnet, x)
     counters.clear()
     with torch.no_grad():
         for threshold in (None, 0.5):
